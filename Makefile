@@ -1,0 +1,121 @@
+# Makefile — builds the engine library (src/), tools, tests, benchmarks and fuzzers.
+# `make run` builds and runs the demo; `make test` installs its own dependencies (Debian
+# packages, a pinned Python venv in .venv/), builds, and runs every test; `make asan` runs the
+# same C tests under ASan+UBSan in build-asan/. CUDA is never needed by these targets.
+
+BUILD    ?= build
+CC       ?= cc
+ARCH     ?= -march=native
+OPT      ?= -O3
+SAN      ?=
+WARN     := -Wall -Wextra -Werror
+CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE
+ALLFLAGS  = -std=c11 $(WARN) $(OPT) $(ARCH) -g $(SAN) $(CFLAGS)
+LDLIBS   += -lm -lpthread
+PYTHON   ?= .venv/bin/python
+
+# Per-ISA kernel variants get their instruction set here, whatever ARCH says; the runtime
+# dispatcher only calls them on CPUs that have it.
+ISA_avx2   := -mavx2 -mfma -mf16c
+ISA_avx512 := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
+
+LIB_SRCS   := $(shell find src -name '*.c' | sort)
+LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB        := $(BUILD)/libds4.a
+TOOL_SRCS  := $(wildcard tools/*.c)
+TOOLS      := $(TOOL_SRCS:tools/%.c=$(BUILD)/bin/%)
+TEST_SRCS  := $(wildcard tests/test_*.c)
+TESTS      := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCHES    := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+FUZZ_SRCS  := $(wildcard fuzz/*_fuzz.c)
+FUZZ_REPLAY:= $(FUZZ_SRCS:fuzz/%_fuzz.c=$(BUILD)/fuzz/%_replay)
+HEADERS    := $(shell find include src tests -name '*.h')
+
+.PHONY: all lib tools tests bench run test test-c test-py test-fuzz asan fuzz fuzz-run deps venv clean
+
+all: lib tools tests bench $(FUZZ_REPLAY)
+
+lib: $(LIB)
+tools: $(TOOLS)
+tests: $(TESTS)
+bench: $(BENCHES)
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) $(ISA_$(lastword $(subst _, ,$(basename $(notdir $<))))) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/%: tools/%.c $(LIB) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/%.c $(LIB) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/bench/%: bench/%.c $(LIB) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# Corpus replay: the fuzz target linked with a plain main() that runs every corpus file.
+$(BUILD)/fuzz/%_replay: fuzz/%_fuzz.c fuzz/replay_main.c $(LIB) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) $< fuzz/replay_main.c $(LIB) $(LDLIBS) -o $@
+
+# ---- the newcomer's commands -------------------------------------------------------------
+run: all
+	@mkdir -p models
+	$(BUILD)/bin/ds4-mkgguf models/sample.gguf
+	$(BUILD)/bin/ds4-gguf info models/sample.gguf
+
+test: deps
+	$(MAKE) all
+	$(MAKE) test-c test-fuzz
+	$(MAKE) test-py
+
+test-c: tests
+	@tests/run_c_tests.sh $(BUILD)/tests
+
+test-fuzz: $(FUZZ_REPLAY)
+	@for r in $(FUZZ_REPLAY); do n=$$(basename $$r _replay); $$r fuzz/corpus/$$n || exit 1; done
+
+test-py: tools venv
+	DS4_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/reference
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" all
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-c test-fuzz
+
+# libFuzzer build (clang): `make fuzz-run FUZZ_SECONDS=60`.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_LIB := src/ds4_error.c $(shell find src/gguf src/quant -name '*.c' | sort)
+fuzz: $(FUZZ_SRCS)
+	@mkdir -p build-fuzz
+	for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
+	  $(FUZZ_CC) $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
+	    $$f $(FUZZ_LIB) -lm -lpthread -o build-fuzz/$$n || exit 1; done
+
+fuzz-run: fuzz
+	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); c=$${n%_fuzz}; \
+	  mkdir -p build-fuzz/corpus-$$c; \
+	  build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+	    build-fuzz/corpus-$$c fuzz/corpus/$$c || exit 1; done
+
+deps:
+	@tools/ensure_deps.sh
+
+venv: .venv/.stamp
+.venv/.stamp: requirements-dev.txt
+	@tools/ensure_venv.sh
+	@touch $@
+
+clean:
+	rm -rf build build-asan build-fuzz
