@@ -11,9 +11,10 @@
 
 #include "quant/blocks.h"
 
-/* GGUF / ggml type ids. Types without a traits row in ds4 still have known block sizes so
- * tensor byte sizes can be validated for any file. */
+/* GGUF / ggml type ids. Types ds4 cannot compute with still have a traits row with their
+ * block sizes so tensor byte sizes can be validated for any file. */
 typedef enum {
+    DS4_TYPE_NONE = -1, /* "no type": vec_dot_type of types without a dot product */
     DS4_TYPE_F32 = 0,
     DS4_TYPE_F16 = 1,
     DS4_TYPE_Q4_0 = 2,
@@ -46,7 +47,9 @@ typedef enum {
     DS4_TYPE_TQ1_0 = 34,
     DS4_TYPE_TQ2_0 = 35,
     DS4_TYPE_MXFP4 = 39,
-    DS4_TYPE_COUNT = 40 /* one past the largest id */
+    DS4_TYPE_NVFP4 = 40,
+    DS4_TYPE_Q1_0 = 41,
+    DS4_TYPE_COUNT = 42 /* one past the largest id */
 } ds4_type;
 
 /* Converts n elements of a row from its storage format to f32. n is a multiple of the
@@ -63,16 +66,19 @@ typedef struct quant_traits {
     bool is_quantized;         /* block-quantized (not a plain scalar type) */
     quant_dequant_row_fn dequant_row; /* NULL: ds4 cannot compute with this type */
     quant_quant_row_fn quant_row;     /* NULL: no quantizer */
-    ds4_type vec_dot_type;     /* activation type of this weight type's dot product */
+    ds4_type vec_dot_type;     /* activation type of this weight type's dot product, or
+                                * DS4_TYPE_NONE (no dot product: Q8_K, I32, size-only types) */
 } quant_traits;
 
-/* Returns the traits row of a type, or NULL if t is not a known GGUF type id. */
+/* Returns the traits row of a type, or NULL if t is not a known GGUF type id (retired ids
+ * 4, 5, 31-33, 36-38 included). */
 const quant_traits *quant_get_traits(ds4_type t);
 
-/* Looks a type up by its ggml name ("q2_K"); returns -1 if unknown. */
+/* Looks a type up by its ggml name ("q2_K"; case-insensitive); returns -1 if unknown. */
 int quant_type_from_name(const char *name);
 
-/* Bytes for a row of n elements; 0 if t is unknown or n is not a multiple of the block. */
+/* Bytes for a row of n elements; 0 if t is unknown, n is negative or not a multiple of the
+ * block, or the size does not fit in size_t. */
 size_t quant_row_bytes(ds4_type t, int64_t n);
 
 /* Types ds4 computes with (have a dequantizer): F32 F16 BF16 Q8_0 Q8_K Q2_K Q4_K IQ2_XXS I32. */
@@ -95,7 +101,10 @@ void quant_dequant_row_q2_k(const void *src, float *dst, int64_t n);
 void quant_dequant_row_q4_k(const void *src, float *dst, int64_t n);
 void quant_dequant_row_iq2_xxs(const void *src, float *dst, int64_t n);
 
-/* ---- reference quantizers (quant/quantize_*.c) ---- */
+/* ---- reference quantizers (quant/quantize_*.c) ----
+ * Deterministic and defined for any input; the block types read NaN as 0. Q8_0 is ggml's
+ * reference, bit-identical to gguf.quants.quantize: x*(1/d) rounded half away from zero.
+ * Q8_K is §4.1 (lrintf: ties to even). Q2_K, Q4_K, IQ2_XXS are searches. */
 void quant_quant_row_f32(const float *src, void *dst, int64_t n);
 void quant_quant_row_f16(const float *src, void *dst, int64_t n);
 void quant_quant_row_bf16(const float *src, void *dst, int64_t n);
