@@ -451,8 +451,8 @@ static int check_data(rd *r, uint64_t dir_end)
         } else if (__builtin_add_overflow(f->data_offset, t->offset, &start) ||
                    __builtin_add_overflow(start, t->nbytes, &end) || end > r->size) {
             rc = fail_at(r, t->info_offset, DS4_E_FORMAT,
-                         "tensor '%s': data [%" PRIu64 " + %" PRIu64 ", %" PRIu64 " bytes) past"
-                         " end of file (size %" PRIu64 ")",
+                         "tensor '%s': data at %" PRIu64 " + %" PRIu64 " (%" PRIu64 " bytes)"
+                         " past end of file (size %" PRIu64 ")",
                          show(nbuf, sizeof nbuf, t->name, strlen(t->name)), f->data_offset,
                          t->offset, t->nbytes, r->size);
         } else {
