@@ -21,6 +21,20 @@ static inline float hsum_ps(__m256 v)
 
 static inline float f16(quant_f16 h) { return _cvtsh_ss(h); }
 
+/* Software prefetch of the weight stream, PF_DIST bytes ahead of the block being read: the
+ * hardware prefetchers alone leave the compute and the DRAM latency serialized on one core
+ * (measured in bench/kernels, 545 MB matrices: q8_0 7.4 -> 11.8 GB/s with 1 thread, q2_K
+ * 5.9 -> 10.6; 4-8 KiB ahead was best). Prefetches never fault, so running past the end of
+ * the row is harmless. */
+#define PF_DIST 8192
+
+/* Prefetches the cache lines of [p + PF_DIST, p + PF_DIST + bytes). */
+static inline void prefetch_ahead(const void *p, int bytes)
+{
+    for (int o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)p + PF_DIST + o, _MM_HINT_T0);
+}
+
 /* 32 bytes at a pair of 16-bit lanes (b, 0): a shuffle control that broadcasts byte b of each
  * 128-bit lane as an int16 into every 16-bit lane (the zero byte comes from the 0x80 index). */
 static inline __m256i bcast16_ctl(int lo_byte, int hi_byte)
@@ -51,6 +65,7 @@ float cpu_dot_q8_0_q8_0_avx2(int64_t n, const void *w, const void *x)
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t b = 0;
     for (; b + 1 < nb; b += 2) {
+        prefetch_ahead(bw + b, 2 * (int)sizeof *bw);
         __m256i s0 = q8_0_block(&bw[b], &bx[b]);
         __m256i s1 = q8_0_block(&bw[b + 1], &bx[b + 1]);
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(bw[b].d) * f16(bx[b].d)),
@@ -79,6 +94,7 @@ float cpu_dot_q2_k_q8_k_avx2(int64_t n, const void *w, const void *x)
         ctl[p] = bcast16_ctl(2 * p, 2 * p + 1);
     __m256 accq = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QUANT_QK_K; b++) {
+        prefetch_ahead(bw + b, (int)sizeof *bw);
         const uint8_t *q2 = bw[b].qs;
         const int8_t *q8 = bx[b].qs;
         __m128i raw = _mm_loadu_si128((const __m128i *)bw[b].scales);
@@ -135,6 +151,7 @@ float cpu_dot_q4_k_q8_k_avx2(int64_t n, const void *w, const void *x)
         ctl[j] = bcast16_ctl(j, j);
     __m256 accq = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QUANT_QK_K; b++) {
+        prefetch_ahead(bw + b, (int)sizeof *bw);
         const uint8_t *q4 = bw[b].qs;
         const int8_t *q8 = bx[b].qs;
         __m128i scm = q4_k_scales_mins(bw[b].scales);
@@ -239,6 +256,7 @@ float cpu_dot_iq2_xxs_q8_k_avx2(int64_t n, const void *w, const void *x)
     const iq2_consts k = iq2_consts_make();
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QUANT_QK_K; b++) {
+        prefetch_ahead(bw + b, (int)sizeof *bw);
         __m256i isum = iq2_xxs_block(&bw[b], bx[b].qs, &k);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(bw[b].d) * bx[b].d), _mm256_cvtepi32_ps(isum),
                               acc);
@@ -255,6 +273,8 @@ void cpu_dot2_iq2_xxs_q8_k_avx2(int64_t n, const void *w0, const void *w1, const
     const iq2_consts k = iq2_consts_make();
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QUANT_QK_K; b++) {
+        prefetch_ahead(b0 + b, (int)sizeof *b0);
+        prefetch_ahead(b1 + b, (int)sizeof *b1);
         __m256i s0 = iq2_xxs_block(&b0[b], bx[b].qs, &k);
         __m256i s1 = iq2_xxs_block(&b1[b], bx[b].qs, &k);
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(b0[b].d) * bx[b].d), _mm256_cvtepi32_ps(s0),
@@ -276,6 +296,7 @@ float cpu_dot_f16_f32_avx2(int64_t n, const void *w, const void *x)
     __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        prefetch_ahead(hw + i, 64);
 #define F16_STEP(acc, o)                                                                     \
     acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(hw + i + o))),   \
                           _mm256_loadu_ps(fx + i + o), acc)
@@ -301,6 +322,7 @@ float cpu_dot_f32_f32_avx2(int64_t n, const void *w, const void *x)
     __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+        prefetch_ahead(fw + i, 128);
         a0 = _mm256_fmadd_ps(_mm256_loadu_ps(fw + i), _mm256_loadu_ps(fx + i), a0);
         a1 = _mm256_fmadd_ps(_mm256_loadu_ps(fw + i + 8), _mm256_loadu_ps(fx + i + 8), a1);
         a2 = _mm256_fmadd_ps(_mm256_loadu_ps(fw + i + 16), _mm256_loadu_ps(fx + i + 16), a2);

@@ -13,6 +13,20 @@
 
 static inline float f16(quant_f16 h) { return _cvtsh_ss(h); }
 
+/* Software prefetch of the weight stream, PF_DIST bytes ahead of the block being read: the
+ * hardware prefetchers alone leave the compute and the DRAM latency serialized on one core
+ * (measured on q8_0 x q8_0 AVX-512, 545 MB matrix: 9.2 -> 12.8 GB/s with 1 thread, 17.9 ->
+ * 25 GB/s with 2; 4-8 KiB ahead was best). Prefetches never fault, so running past the end
+ * of the row is harmless. */
+#define PF_DIST 8192
+
+/* Prefetches the cache lines of [p + PF_DIST, p + PF_DIST + bytes). */
+static inline void prefetch_ahead(const void *p, int bytes)
+{
+    for (int o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)p + PF_DIST + o, _MM_HINT_T0);
+}
+
 /* 64 bytes from two 32-byte runs: a in the low half, b in the high half. */
 static inline __m512i load_2x256(const void *a, const void *b)
 {
@@ -62,6 +76,7 @@ float cpu_dot_q8_0_q8_0_avx512(int64_t n, const void *w, const void *x)
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t b = 0;
     for (; b + 7 < nb; b += 8) {
+        prefetch_ahead(bw + b, 8 * (int)sizeof *bw);
         __m512 d = _mm512_castps256_ps512(q8_0_scales8(bw + b, bx + b));
         acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(sel[0], d),
                                _mm512_cvtepi32_ps(q8_0_pair(bw + b, bx + b)), acc0);
@@ -111,6 +126,7 @@ float cpu_dot_q2_k_q8_k_avx512(int64_t n, const void *w, const void *x)
     __m512 accq = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QUANT_QK_K; b++) {
+        prefetch_ahead(bw + b, (int)sizeof *bw);
         const int8_t *q8 = bx[b].qs;
         __m128i raw = _mm_loadu_si128((const __m128i *)bw[b].scales);
         __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4)));
@@ -171,6 +187,7 @@ float cpu_dot_q4_k_q8_k_avx512(int64_t n, const void *w, const void *x)
     __m512 accq = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QUANT_QK_K; b++) {
+        prefetch_ahead(bw + b, (int)sizeof *bw);
         const int8_t *q8 = bx[b].qs;
         __m128i scm = q4_k_scales_mins(bw[b].scales);
         __m256i msum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, mins_ctl)),
@@ -259,6 +276,7 @@ float cpu_dot_iq2_xxs_q8_k_avx512(int64_t n, const void *w, const void *x)
     const quant_block_q8_k *bx = x;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QUANT_QK_K; b++) {
+        prefetch_ahead(bw + b, (int)sizeof *bw);
         __m512i isum = iq2_xxs_block(&bw[b], bx[b].qs);
         acc = _mm512_fmadd_ps(_mm512_set1_ps(f16(bw[b].d) * bx[b].d), _mm512_cvtepi32_ps(isum),
                               acc);
@@ -274,6 +292,8 @@ void cpu_dot2_iq2_xxs_q8_k_avx512(int64_t n, const void *w0, const void *w1, con
     const quant_block_q8_k *bx = x;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QUANT_QK_K; b++) {
+        prefetch_ahead(b0 + b, (int)sizeof *b0);
+        prefetch_ahead(b1 + b, (int)sizeof *b1);
         __m512i s0 = iq2_xxs_block(&b0[b], bx[b].qs);
         __m512i s1 = iq2_xxs_block(&b1[b], bx[b].qs);
         acc0 = _mm512_fmadd_ps(_mm512_set1_ps(f16(b0[b].d) * bx[b].d), _mm512_cvtepi32_ps(s0),
@@ -298,6 +318,7 @@ float cpu_dot_f16_f32_avx512(int64_t n, const void *w, const void *x)
     acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(hw + i + o))), \
                           _mm512_loadu_ps(fx + i + o), acc)
     for (; i + 64 <= n; i += 64) {
+        prefetch_ahead(hw + i, 128);
         F16_STEP(a0, 0);
         F16_STEP(a1, 16);
         F16_STEP(a2, 32);
@@ -322,6 +343,7 @@ float cpu_dot_f32_f32_avx512(int64_t n, const void *w, const void *x)
     __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
+        prefetch_ahead(fw + i, 256);
         a0 = _mm512_fmadd_ps(_mm512_loadu_ps(fw + i), _mm512_loadu_ps(fx + i), a0);
         a1 = _mm512_fmadd_ps(_mm512_loadu_ps(fw + i + 16), _mm512_loadu_ps(fx + i + 16), a1);
         a2 = _mm512_fmadd_ps(_mm512_loadu_ps(fw + i + 32), _mm512_loadu_ps(fx + i + 32), a2);
