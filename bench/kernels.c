@@ -374,10 +374,11 @@ int main(int argc, char **argv)
     printf("# memory read bandwidth (%.0f MiB buffer, best of 5): %.2f GB/s with 1 thread, "
            "%.2f GB/s with %d threads\n",
            (double)bw_bytes / (1 << 20), bw1, bw_all, o.threads);
-    printf("# matrices: %lld columns, ~%.0f MiB of weights each (%d distinct rows tiled); "
-           "%% is of the %d-thread bandwidth; x ref = _ref median / this median; dot2 = the\n"
-           "# paired kernel over row pairs\n",
-           (long long)o.cols, o.mb, POOL_ROWS, o.threads);
+    printf("# matrices: %lld columns, ~%.0f MiB of weights each (%d distinct rows tiled)\n",
+           (long long)o.cols, o.mb, POOL_ROWS);
+    printf("# %%bw: of the %d-thread bandwidth; x ref: _ref median / this median; dot2: the "
+           "paired kernel over row pairs\n",
+           o.threads);
     printf("%-20s %-7s %3s  %12s %8s %10s %10s %7s %7s %7s  %s\n", "kernel", "variant", "thr",
            "rows x cols", "MB", "median_us", "min_us", "GB/s", "%bw", "x ref", "check");
 
