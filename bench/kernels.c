@@ -351,8 +351,9 @@ int main(int argc, char **argv)
     if (o.mb <= 0)
         o.mb = fmax(512.0, 2.0 * (double)llc / (1 << 20));
 
-    char commit[64], model[256];
+    char commit[64], model[256], loadavg[128];
     read_cmd("git rev-parse --short HEAD 2>/dev/null", commit, sizeof commit);
+    read_cmd("cat /proc/loadavg 2>/dev/null", loadavg, sizeof loadavg);
     cpu_model(model, sizeof model);
     printf("# ds4 bench/kernels — CPU dot kernels streaming a weight matrix (cpu_matvec)\n");
     printf("# commit: %s\n", commit[0] ? commit : "unknown");
@@ -374,6 +375,10 @@ int main(int argc, char **argv)
     printf("# memory read bandwidth (%.0f MiB buffer, best of 5): %.2f GB/s with 1 thread, "
            "%.2f GB/s with %d threads\n",
            (double)bw_bytes / (1 << 20), bw1, bw_all, o.threads);
+    if (o.threads > 1 && bw_all < 1.3 * bw1)
+        printf("# warning: %d threads read barely faster than 1; is something else running? "
+               "(load average: %s)\n",
+               o.threads, loadavg);
     printf("# matrices: %lld columns, ~%.0f MiB of weights each (%d distinct rows tiled)\n",
            (long long)o.cols, o.mb, POOL_ROWS);
     printf("# %%bw: of the %d-thread bandwidth; x ref: _ref median / this median; dot2: the "
