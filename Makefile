@@ -16,7 +16,7 @@ PYTHON   ?= .venv/bin/python
 
 # Per-ISA kernel variants get their instruction set here, whatever ARCH says; the runtime
 # dispatcher only calls them on CPUs that have it.
-ISA_avx2   := -mavx2 -mfma -mf16c
+ISA_avx2   := -mavx2 -mfma -mf16c -mno-avx512f
 ISA_avx512 := -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
 
 LIB_SRCS   := $(shell find src -name '*.c' | sort)
@@ -59,7 +59,9 @@ $(BUILD)/tests/%: tests/%.c $(LIB) $(HEADERS)
 
 $(BUILD)/bench/%: bench/%.c $(LIB) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALLFLAGS) $< $(LIB) $(LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) -DDS4_BUILD_FLAGS='"$(CC) $(ALLFLAGS)"' \
+	  -DDS4_GIT_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' \
+	  $< $(LIB) $(LDLIBS) -o $@
 
 # Corpus replay: the fuzz target linked with a plain main() that runs every corpus file.
 $(BUILD)/fuzz/%_replay: fuzz/%_fuzz.c fuzz/replay_main.c $(LIB) $(HEADERS)
@@ -83,8 +85,9 @@ test-c: tests
 test-fuzz: $(FUZZ_REPLAY)
 	@for r in $(FUZZ_REPLAY); do n=$$(basename $$r _replay); $$r fuzz/corpus/$$n || exit 1; done
 
-test-py: tools venv
-	DS4_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/reference
+test-py: tools tests venv
+	@tools/ensure_ref_venv.sh
+	DS4_BUILD=$(BUILD) $(PYTHON) -m pytest -q -rs tests/reference
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
