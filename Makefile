@@ -32,7 +32,7 @@ FUZZ_SRCS  := $(wildcard fuzz/*_fuzz.c)
 FUZZ_REPLAY:= $(FUZZ_SRCS:fuzz/%_fuzz.c=$(BUILD)/fuzz/%_replay)
 HEADERS    := $(shell find include src tests -name '*.h')
 
-.PHONY: all lib tools tests bench run test test-c test-py test-fuzz asan fuzz fuzz-run deps venv clean
+.PHONY: all lib tools tests bench run test test-style test-c test-py test-fuzz asan fuzz fuzz-run deps venv clean
 
 all: lib tools tests bench $(FUZZ_REPLAY)
 
@@ -76,8 +76,11 @@ run: all
 
 test: deps
 	$(MAKE) all
-	$(MAKE) test-c test-fuzz
+	$(MAKE) test-style test-c test-fuzz
 	$(MAKE) test-py
+
+test-style: lib
+	@tools/check_style.sh $(LIB)
 
 test-c: tests
 	@tests/run_c_tests.sh $(BUILD)/tests
