@@ -14,10 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "kernels/cpu/cpu_dot.h"
 #include "quant/quant.h"
 
-#define MAX_THREADS 256
+#define MAX_THREADS BENCH_MAX_THREADS
 #define MAX_ITERS 25
 #define POOL_ROWS 64         /* distinct random rows, tiled over the matrix */
 #define CHECK_TOL 1e-5       /* max |y - y_ref| / max |y_ref|: f32 reassociation only */
@@ -30,127 +31,6 @@ typedef struct {
     double budget_s; /* timed seconds per case, beyond the minimum iterations */
     const char *only; /* weight type name, or NULL for all */
 } options;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* ======== header: commit, build, CPU ================================================== */
-
-static void read_cmd(const char *cmd, char *out, size_t cap)
-{
-    out[0] = 0;
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return;
-    if (fgets(out, (int)cap, p))
-        out[strcspn(out, "\n")] = 0;
-    pclose(p);
-}
-
-static void cpu_model(char *out, size_t cap)
-{
-    snprintf(out, cap, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *v = strchr(line, ':');
-            if (v) {
-                snprintf(out, cap, "%s", v + 2);
-                out[strcspn(out, "\n")] = 0;
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
-static const char build_info[] =
-#ifdef DS4_BUILD_FLAGS
-    DS4_BUILD_FLAGS
-#else
-    "cc " __VERSION__
-#ifdef __OPTIMIZE__
-    ", optimized"
-#endif
-#if defined(__AVX512F__) && defined(__AVX512VNNI__)
-    ", -march baseline has AVX-512+VNNI"
-#elif defined(__AVX2__)
-    ", -march baseline has AVX2"
-#else
-    ", -march baseline below AVX2"
-#endif
-#ifdef __SANITIZE_ADDRESS__
-    ", ASan (timings meaningless)"
-#endif
-    "; dot_avx2.c/dot_avx512.c add the Makefile's ISA_avx2/ISA_avx512 flags"
-#endif
-    ;
-
-/* ======== memory read bandwidth ======================================================= */
-
-typedef struct {
-    const uint64_t *p;
-    size_t n;
-    uint64_t sum;
-} bw_job;
-
-static void *bw_worker(void *arg)
-{
-    bw_job *j = arg;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = 0; i + 4 <= j->n; i += 4) {
-        s0 += j->p[i];
-        s1 += j->p[i + 1];
-        s2 += j->p[i + 2];
-        s3 += j->p[i + 3];
-    }
-    j->sum = s0 + s1 + s2 + s3;
-    return NULL;
-}
-
-/* Best-of-reps read bandwidth in GB/s (1e9 bytes/s) of a buffer summed by nthreads. */
-static double measure_bw(const uint64_t *buf, size_t words, int nthreads, int reps)
-{
-    double best = 0;
-    uint64_t total = 0;
-    for (int r = 0; r < reps; r++) {
-        pthread_t th[MAX_THREADS];
-        bw_job jobs[MAX_THREADS];
-        double t0 = now_s();
-        for (int t = 0; t < nthreads; t++) {
-            size_t a = words * (size_t)t / (size_t)nthreads;
-            size_t b = words * (size_t)(t + 1) / (size_t)nthreads;
-            jobs[t] = (bw_job){buf + a, b - a, 0};
-            if (t > 0)
-                pthread_create(&th[t], NULL, bw_worker, &jobs[t]);
-        }
-        bw_worker(&jobs[0]);
-        for (int t = 1; t < nthreads; t++)
-            pthread_join(th[t], NULL);
-        double dt = now_s() - t0;
-        for (int t = 0; t < nthreads; t++)
-            total += jobs[t].sum;
-        double gbs = (double)words * 8 / dt / 1e9;
-        if (gbs > best)
-            best = gbs;
-    }
-    if (total == 42) /* keep the sums alive */
-        fputs("", stderr);
-    return best;
-}
 
 /* ======== one matrix pass ============================================================== */
 
@@ -184,7 +64,7 @@ static double run_pass(const pass_job *tmpl, int64_t rows, int nthreads)
     pthread_t th[MAX_THREADS];
     pass_job jobs[MAX_THREADS];
     int64_t step = tmpl->dot2 ? 2 : 1;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int t = 0; t < nthreads; t++) {
         jobs[t] = *tmpl;
         jobs[t].r0 = rows / step * t / nthreads * step;
@@ -195,7 +75,7 @@ static double run_pass(const pass_job *tmpl, int64_t rows, int nthreads)
     pass_worker(&jobs[0]);
     for (int t = 1; t < nthreads; t++)
         pthread_join(th[t], NULL);
-    return now_s() - t0;
+    return bench_now_s() - t0;
 }
 
 /* ======== the sweep ==================================================================== */
@@ -268,7 +148,7 @@ static void bench_variant(sweep *s, const options *o, const cpu_dot_kernel *k, i
             t[it] = run_pass(&tmpl, rows, nt);
             spent += t[it++];
         }
-        qsort(t, (size_t)it, sizeof t[0], cmp_double);
+        qsort(t, (size_t)it, sizeof t[0], bench_cmp_double);
         double med = it % 2 ? t[it / 2] : 0.5 * (t[it / 2 - 1] + t[it / 2]);
         if (!have_ref && !paired)
             ref_us[ti] = med * 1e6;
@@ -352,12 +232,12 @@ int main(int argc, char **argv)
         o.mb = fmax(512.0, 2.0 * (double)llc / (1 << 20));
 
     char commit[64], model[256], loadavg[128];
-    read_cmd("git rev-parse --short HEAD 2>/dev/null", commit, sizeof commit);
-    read_cmd("cat /proc/loadavg 2>/dev/null", loadavg, sizeof loadavg);
-    cpu_model(model, sizeof model);
+    bench_read_cmd("git rev-parse --short HEAD 2>/dev/null", commit, sizeof commit);
+    bench_read_cmd("cat /proc/loadavg 2>/dev/null", loadavg, sizeof loadavg);
+    bench_cpu_model(model, sizeof model);
     printf("# ds4 bench/kernels — CPU dot kernels streaming a weight matrix (cpu_matvec)\n");
     printf("# commit: %s\n", commit[0] ? commit : "unknown");
-    printf("# build: %s\n", build_info);
+    printf("# build: %s\n", bench_build_info);
     printf("# cpu: %s, %d online cores, LLC %.0f MiB, best ISA %s\n", model, ncpu,
            (double)llc / (1 << 20), cpu_isa_name(cpu_best_isa()));
 
@@ -369,8 +249,8 @@ int main(int argc, char **argv)
         return 1;
     }
     memset(bw_buf, 1, bw_bytes);
-    double bw1 = measure_bw(bw_buf, bw_bytes / 8, 1, 5);
-    double bw_all = measure_bw(bw_buf, bw_bytes / 8, o.threads, 5);
+    double bw1 = bench_measure_bw(bw_buf, bw_bytes / 8, 1, 5);
+    double bw_all = bench_measure_bw(bw_buf, bw_bytes / 8, o.threads, 5);
     free(bw_buf);
     printf("# memory read bandwidth (%.0f MiB buffer, best of 5): %.2f GB/s with 1 thread, "
            "%.2f GB/s with %d threads\n",
