@@ -11,9 +11,16 @@
 void attn_sink_heads(const model_hparams *hp, const gguf_tensor *sinks, const float *q,
                      const float *const *rows, uint32_t n_rows, float *out, double *scores)
 {
+    attn_sink_heads_range(hp, sinks, q, rows, n_rows, 0, hp->n_head, out, scores);
+}
+
+void attn_sink_heads_range(const model_hparams *hp, const gguf_tensor *sinks, const float *q,
+                           const float *const *rows, uint32_t n_rows, uint32_t h0, uint32_t h1,
+                           float *out, double *scores)
+{
     const uint32_t D = hp->head_dim;
     const double inv_sqrt_d = 1.0 / sqrt((double)D);
-    for (uint32_t h = 0; h < hp->n_head; h++) {
+    for (uint32_t h = h0; h < h1; h++) {
         const float *qh = q + (uint64_t)h * D;
         float *oh = out + (uint64_t)h * D;
         const double sink = model_elem(sinks, h);

@@ -35,18 +35,45 @@ static void add_row(const gguf_tensor *t, uint32_t r, float *dst)
     }
 }
 
+/* This token's slot (values, scores) in the frontier. */
+static uint32_t slot_of(const compressor_state *cs, uint32_t pos)
+{
+    return (cs->coff == 2 ? cs->ratio : 0) + pos % cs->ratio;
+}
+
+static bool commit(const model_hparams *hp, const compressor_w *w, const rope_cfg *rc,
+                   compressor_state *cs, uint32_t pos, float *row);
+
 bool compressor_push(const model_hparams *hp, const compressor_w *w, const rope_cfg *rc,
                      compressor_state *cs, const float *h, uint32_t pos, float *row)
 {
+    /* 1-2. values and scores into this token's slot */
+    const uint64_t slot = slot_of(cs, pos);
+    model_matvec(w->kv, 0, h, cs->kv + slot * cs->width);
+    model_matvec(w->gate, 0, h, cs->score + slot * cs->width);
+    return commit(hp, w, rc, cs, pos, row);
+}
+
+bool compressor_push_proj(const model_hparams *hp, const compressor_w *w, const rope_cfg *rc,
+                          compressor_state *cs, const float *k, const float *s, uint32_t pos,
+                          float *row)
+{
+    const uint64_t slot = slot_of(cs, pos);
+    for (uint32_t i = 0; i < cs->width; i++) {
+        cs->kv[slot * cs->width + i] = k[i];
+        cs->score[slot * cs->width + i] = s[i];
+    }
+    return commit(hp, w, rc, cs, pos, row);
+}
+
+/* The token's slot holds its values and raw scores: add ape[pos mod R] to the scores, and
+ * pool a row when the window completes. */
+static bool commit(const model_hparams *hp, const compressor_w *w, const rope_cfg *rc,
+                   compressor_state *cs, uint32_t pos, float *row)
+{
     const uint32_t R = cs->ratio, W = cs->width, D = cs->head_dim;
     const bool overlapped = cs->coff == 2;
-
-    /* 1-2. values and scores (+ ape[pos mod R]) into this token's slot */
-    const uint32_t slot = (overlapped ? R : 0) + pos % R;
-    float *k = cs->kv + (uint64_t)slot * W, *s = cs->score + (uint64_t)slot * W;
-    model_matvec(w->kv, 0, h, k);
-    model_matvec(w->gate, 0, h, s);
-    add_row(w->ape, pos % R, s);
+    add_row(w->ape, pos % R, cs->score + (uint64_t)slot_of(cs, pos) * W);
     if ((pos + 1) % R != 0)
         return false;
 

@@ -46,9 +46,15 @@ void hc_pre(const model_hparams *hp, const gguf_tensor *fn, const gguf_tensor *s
             const gguf_tensor *base, const float *X, float *x, float *post, float *comb,
             float *scratch)
 {
-    const uint32_t nh = hp->n_hc, d = hp->n_embd;
     float m[(2 + HC_MAX_STREAMS) * HC_MAX_STREAMS];
     hc_mix(hp, fn, X, m, scratch);
+    hc_pre_finish(hp, scale, base, m, X, x, post, comb);
+}
+
+void hc_pre_finish(const model_hparams *hp, const gguf_tensor *scale, const gguf_tensor *base,
+                   const float *m, const float *X, float *x, float *post, float *comb)
+{
+    const uint32_t nh = hp->n_hc, d = hp->n_embd;
     const double s0 = model_elem(scale, 0), s1 = model_elem(scale, 1), s2 = model_elem(scale, 2);
 
     /* pre weights and post gates */
@@ -99,9 +105,16 @@ void hc_post(uint32_t n_hc, uint32_t n_embd, float *X, const float *y, const flo
 void hc_head(const model_hparams *hp, const gguf_tensor *fn, const gguf_tensor *scale,
              const gguf_tensor *base, const float *X, float *y, float *scratch)
 {
-    const uint32_t nh = hp->n_hc, d = hp->n_embd;
-    float a[HC_MAX_STREAMS], w[HC_MAX_STREAMS];
+    float a[HC_MAX_STREAMS];
     hc_mix(hp, fn, X, a, scratch);
+    hc_head_finish(hp, scale, base, a, X, y);
+}
+
+void hc_head_finish(const model_hparams *hp, const gguf_tensor *scale, const gguf_tensor *base,
+                    const float *a, const float *X, float *y)
+{
+    const uint32_t nh = hp->n_hc, d = hp->n_embd;
+    float w[HC_MAX_STREAMS];
     const double s0 = model_elem(scale, 0);
     for (uint32_t i = 0; i < nh; i++)
         w[i] = (float)(sigmoid(a[i] * s0 + model_elem(base, i)) + hp->hc_eps);

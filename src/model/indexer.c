@@ -12,9 +12,16 @@
 void indexer_query(const model_hparams *hp, const model_layer *L, const rope_cfg *rc,
                    const float *qn, const float *h, int64_t pos, bool qat, float *qi, float *wi)
 {
-    const uint32_t nh = hp->n_indexer_head, dh = hp->indexer_head_dim;
-    /* 1. queries: q_b . qn, RoPE on each head's tail, Hadamard + FP4 */
     model_matvec(L->indexer_attn_q_b, 0, qn, qi);
+    model_matvec(L->indexer_proj, 0, h, wi);
+    indexer_query_finish(hp, rc, pos, qat, qi, wi);
+}
+
+void indexer_query_finish(const model_hparams *hp, const rope_cfg *rc, int64_t pos, bool qat,
+                          float *qi, float *wi)
+{
+    const uint32_t nh = hp->n_indexer_head, dh = hp->indexer_head_dim;
+    /* 1. queries (q_b . qn given): RoPE on each head's tail, Hadamard + FP4 */
     for (uint32_t i = 0; i < nh; i++) {
         rope_apply(rc, qi + (uint64_t)i * dh, dh, pos, false);
         if (qat) {
@@ -22,8 +29,7 @@ void indexer_query(const model_hparams *hp, const model_layer *L, const rope_cfg
             qat_fp4_sim(qi + (uint64_t)i * dh, dh);
         }
     }
-    /* 2. head weights, scaled by 1/sqrt(head_dim * n_head) */
-    model_matvec(L->indexer_proj, 0, h, wi);
+    /* 2. head weights (indexer_proj . h given), scaled by 1/sqrt(head_dim * n_head) */
     const double s = 1.0 / sqrt((double)dh * (double)nh);
     for (uint32_t i = 0; i < nh; i++)
         wi[i] = (float)(wi[i] * s);

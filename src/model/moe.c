@@ -23,9 +23,15 @@ static double softplus(double z)
 void moe_route(const model_hparams *hp, const model_layer *L, uint32_t il, const float *h,
                int32_t token, int32_t *sel, float *weight, float *prob)
 {
-    const uint32_t E = hp->n_expert, K = hp->n_expert_used;
-    /* 3. router scores prob_e = sqrt(softplus(z_e)) */
     model_matvec(L->ffn_gate_inp, 0, h, prob);
+    moe_select(hp, L, il, token, prob, sel, weight);
+}
+
+void moe_select(const model_hparams *hp, const model_layer *L, uint32_t il, int32_t token,
+                float *prob, int32_t *sel, float *weight)
+{
+    const uint32_t E = hp->n_expert, K = hp->n_expert_used;
+    /* 3. router scores prob_e = sqrt(softplus(z_e)) (z = ffn_gate_inp . h given) */
     for (uint32_t e = 0; e < E; e++)
         prob[e] = (float)sqrt(softplus(prob[e]));
 

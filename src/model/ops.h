@@ -60,6 +60,11 @@ void hc_pre(const model_hparams *hp, const gguf_tensor *fn, const gguf_tensor *s
             const gguf_tensor *base, const float *X, float *x, float *post, float *comb,
             float *scratch);
 
+/* The part of hc_pre after the mixer projection, for callers that compute
+ * m = fn . RMSNorm(flat X) (no weight, eps = rms_eps; (2 + n_hc) * n_hc values) themselves. */
+void hc_pre_finish(const model_hparams *hp, const gguf_tensor *scale, const gguf_tensor *base,
+                   const float *m, const float *X, float *x, float *post, float *comb);
+
 /* Sinkhorn normalisation of comb in place (the part of hc_pre after the row softmax + eps):
  * one column normalisation, then iters-1 rounds of (row, column); every sum gets + eps. */
 void hc_sinkhorn(float *comb, uint32_t n_hc, uint32_t iters, float eps);
@@ -72,6 +77,10 @@ void hc_post(uint32_t n_hc, uint32_t n_embd, float *X, const float *y, const flo
  * w_i = sigmoid(fn_i . RMSNorm(X) * scale[0] + base_i) + hc_eps. scratch: n_hc*n_embd. */
 void hc_head(const model_hparams *hp, const gguf_tensor *fn, const gguf_tensor *scale,
              const gguf_tensor *base, const float *X, float *y, float *scratch);
+
+/* The part of hc_head after its projection a = fn . RMSNorm(flat X) (n_hc values). */
+void hc_head_finish(const model_hparams *hp, const gguf_tensor *scale, const gguf_tensor *base,
+                    const float *a, const float *X, float *y);
 
 /* ---- rope.c: partial interleaved RoPE, YaRN for compressed layers (§3.4) ---- */
 
@@ -154,6 +163,12 @@ void compressor_reset(compressor_state *cs);
 bool compressor_push(const model_hparams *hp, const compressor_w *w, const rope_cfg *rc,
                      compressor_state *cs, const float *h, uint32_t pos, float *row);
 
+/* Same with the projections computed by the caller: k = kv . h and s = gate . h (width
+ * values each, s without ape). Identical result when k and s are identical. */
+bool compressor_push_proj(const model_hparams *hp, const compressor_w *w, const rope_cfg *rc,
+                          compressor_state *cs, const float *k, const float *s, uint32_t pos,
+                          float *row);
+
 /* ---- indexer.c: lightning indexer (§3.6) ---- */
 
 /* Indexer queries of one token: qi [n_indexer_head][indexer_head_dim] = indexer_attn_q_b qn,
@@ -161,6 +176,11 @@ bool compressor_push(const model_hparams *hp, const compressor_w *w, const rope_
  * sqrt(head_dim * n_head). */
 void indexer_query(const model_hparams *hp, const model_layer *L, const rope_cfg *rc,
                    const float *qn, const float *h, int64_t pos, bool qat, float *qi, float *wi);
+
+/* The part of indexer_query after its two projections: qi = indexer_attn_q_b . qn and
+ * wi = indexer_proj . h given, transformed in place. */
+void indexer_query_finish(const model_hparams *hp, const rope_cfg *rc, int64_t pos, bool qat,
+                          float *qi, float *wi);
 
 /* score[c] = sum_h wi_h * max(0, qi_h . rows[c]) for c < n_rows (rows [n_rows][head_dim]). */
 void indexer_scores(const model_hparams *hp, const float *qi, const float *wi,
@@ -178,6 +198,11 @@ void indexer_top_k(float *score, uint32_t n, uint32_t k, uint32_t *sel);
 void attn_sink_heads(const model_hparams *hp, const gguf_tensor *sinks, const float *q,
                      const float *const *rows, uint32_t n_rows, float *out, double *scores);
 
+/* Same for heads h0 <= h < h1 only (q and out still indexed by absolute head). */
+void attn_sink_heads_range(const model_hparams *hp, const gguf_tensor *sinks, const float *q,
+                           const float *const *rows, uint32_t n_rows, uint32_t h0, uint32_t h1,
+                           float *out, double *scores);
+
 /* Grouped output projection: group g (n_head / n_out_group consecutive heads) times rows
  * g*o_lora_rank.. of attn_output_a, concatenated, times attn_output_b -> y [n_embd].
  * mid: n_out_group * o_lora_rank floats of scratch. */
@@ -191,6 +216,11 @@ void attn_output(const model_hparams *hp, const model_layer *L, const float *o, 
  * chosen, normalised (when expert_weights_norm) and scaled. prob: n_expert floats scratch. */
 void moe_route(const model_hparams *hp, const model_layer *L, uint32_t il, const float *h,
                int32_t token, int32_t *sel, float *weight, float *prob);
+
+/* The part of moe_route after the router projection: prob holds z = ffn_gate_inp . h
+ * (n_expert values) and becomes sqrt(softplus(z)); sel and weight as moe_route. */
+void moe_select(const model_hparams *hp, const model_layer *L, uint32_t il, int32_t token,
+                float *prob, int32_t *sel, float *weight);
 
 /* y = sum_k W_down[sel_k] (weight_k * swiglu(W_gate[sel_k] h, W_up[sel_k] h)) + shared
  * expert. scratch: 3 * max(n_ff_exp, shared width) + n_embd floats. */
