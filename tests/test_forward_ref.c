@@ -362,6 +362,45 @@ static void test_attention_and_moe(void)
             "ascending output (%u %u %u)", sel[0], sel[1], sel[2]);
 }
 
+/* Row access of 3-D expert tensors by expert index, for every quantized weight type. */
+static void test_rows(void)
+{
+    static const ds4_type types[] = { DS4_TYPE_F32, DS4_TYPE_F16, DS4_TYPE_Q8_0, DS4_TYPE_Q2_K,
+                                      DS4_TYPE_Q4_K, DS4_TYPE_IQ2_XXS };
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        tiny T;
+        memset(&T, 0, sizeof T);
+        T.rng.s = 99 + ti;
+        const int64_t in = 512, out = 5, ne = 3;
+        const gguf_tensor *t = mk(&T, types[ti], in, out, ne, 0, 1);
+        float *all = malloc((size_t)(in * out * ne) * sizeof(float)), row[512], x[512], y[5];
+        quant_get_traits(t->type)->dequant_row(t->data, all, in * out * ne);
+        for (int i = 0; i < in; i++)
+            x[i] = (float)t_normal(&T.rng);
+        bool ok = true;
+        double worst = 0;
+        for (uint32_t e = 0; e < ne; e++) {
+            model_matvec(t, e, x, y);
+            for (uint32_t r = 0; r < out; r++) {
+                const float *want = all + ((int64_t)e * out + r) * in;
+                model_row_f32(t, e, r, row);
+                ok &= memcmp(row, want, sizeof row) == 0;
+                ok &= model_elem(t, ((uint64_t)e * out + r) * in + 37) == want[37];
+                double acc = 0;
+                for (int i = 0; i < in; i++)
+                    acc += (double)want[i] * x[i];
+                worst = fmax(worst, fabs(y[r] - acc) / (fabs(acc) + 1e-30));
+            }
+        }
+        t_check(ok, "%s: expert rows and elements = slices of the whole dequantized tensor",
+                quant_get_traits(types[ti])->name);
+        t_case(worst < 1e-6, worst, 1e-6, "%s: matvec of expert e = double dot of its rows",
+               quant_get_traits(types[ti])->name);
+        free(all);
+        tiny_free(&T);
+    }
+}
+
 /* ---- the forward pass on tiny models ---------------------------------------------------- */
 
 static double max_rel_diff(const float *a, const float *b, size_t n)
@@ -471,6 +510,7 @@ int main(int argc, char **argv)
     test_fp4();
     test_hadamard(&rng);
     test_attention_and_moe();
+    test_rows();
 
     tiny T;
     tiny_build(&T, &CFG_F32, rng.s + 1);
