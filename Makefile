@@ -12,6 +12,11 @@ WARN     := -Wall -Wextra -Werror
 CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE
 ALLFLAGS  = -std=c11 $(WARN) $(OPT) $(ARCH) -g $(SAN) $(CFLAGS)
 LDLIBS   += -lm -lpthread
+# PCRE2 (the tokenizer's pre-tokenizer regex) for everything; libedit (line editing) for ds4.
+CPPFLAGS += $(shell pkg-config --cflags libpcre2-8 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8)
+EDIT_CFLAGS := $(shell pkg-config --cflags libedit 2>/dev/null)
+EDIT_LIBS   := $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 PYTHON   ?= .venv/bin/python
 
 # Per-ISA kernel variants get their instruction set here, whatever ARCH says; the runtime
@@ -62,6 +67,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB) $(HEADERS)
 	$(CC) $(CPPFLAGS) $(ALLFLAGS) -DDS4_BUILD_FLAGS='"$(CC) $(ALLFLAGS)"' \
 	  -DDS4_GIT_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' \
 	  $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/bin/ds4: CPPFLAGS += $(EDIT_CFLAGS)
+$(BUILD)/bin/ds4: LDLIBS += $(EDIT_LIBS)
+# The BPE trainer's text is embedded by the assembler (.incbin).
+$(BUILD)/obj/src/tokenizer/bpe_text.o: data/bpe_text.txt
 
 # Corpus replay: the fuzz target linked with a plain main() that runs every corpus file.
 $(BUILD)/fuzz/%_replay: fuzz/%_fuzz.c fuzz/replay_main.c $(LIB) $(HEADERS)

@@ -14,6 +14,8 @@ have_cmd python3 || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 have_cmd clang || need+=(clang)
 have_pkg libclang-rt-14-dev || have_pkg libclang-rt-dev || need+=(libclang-rt-dev)
+have_pkg libpcre2-dev || need+=(libpcre2-dev)   # tokenizer pre-tokenizer regex
+have_pkg libedit-dev || need+=(libedit-dev)     # ds4 line editing
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
