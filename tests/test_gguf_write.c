@@ -2,7 +2,8 @@
  * identity (exact bits) for every value type, edge values, strings with NUL bytes, arrays of
  * every type (empty ones too), tensors of every known type and n_dims 1..8, and every
  * alignment; output bytes are deterministic and a read-then-rewrite gives the same bytes;
- * seeded random files do the same; every invalid writer call is refused with a sticky error.
+ * seeded random files do the same; every invalid writer call is refused with a sticky error;
+ * tensors produced in row chunks at write time give the same bytes as referenced data.
  * Implements style.md §9 kind 4 ("write then read a GGUF = identity (exact)"). */
 #include <math.h>
 #include <signal.h>
@@ -618,6 +619,94 @@ static void test_random(uint64_t seed)
             N_RANDOM_FILES);
 }
 
+/* ---- tensors produced at write time ------------------------------------------------------ */
+
+typedef struct producer {
+    int64_t row_bytes, next_row; /* rows must come in order, each once */
+    int calls, fail_at;          /* fail_at > 0: the call that fails */
+    bool in_order;
+} producer;
+
+static uint8_t row_byte(int64_t r, int64_t i) { return (uint8_t)(r * 131 + i * 7 + (r >> 8)); }
+
+static int produce(void *user, int64_t row0, int64_t n, void *dst, ds4_error *err)
+{
+    producer *p = user;
+    p->calls++;
+    p->in_order &= row0 == p->next_row;
+    p->next_row = row0 + n;
+    if (p->calls == p->fail_at)
+        return ds4_error_set(err, DS4_E_RANGE, "producer refused rows %lld..", (long long)row0);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t i = 0; i < p->row_bytes; i++)
+            ((uint8_t *)dst)[r * p->row_bytes + i] = row_byte(row0 + r, i);
+    return 0;
+}
+
+static void test_rows(void)
+{
+    /* [1024 x 4096] f32 = 16 MiB (several chunks), a 12 MiB single row, a small q8_0 */
+    const struct { ds4_type type; uint32_t n_dims; int64_t ne[3]; } ts[] = {
+        {DS4_TYPE_F32, 2, {1024, 4096, 1}}, {DS4_TYPE_F32, 1, {3 << 20, 1, 1}},
+        {DS4_TYPE_Q8_0, 3, {64, 3, 5}}};
+    gguf_writer *wr = gguf_writer_new(), *wd = gguf_writer_new();
+    producer pr[3];
+    uint8_t *data[3];
+    for (int k = 0; k < 3; k++) {
+        int64_t rows = ts[k].ne[1] * ts[k].ne[2];
+        size_t rb = quant_row_bytes(ts[k].type, ts[k].ne[0]);
+        pr[k] = (producer){(int64_t)rb, 0, 0, 0, true};
+        data[k] = malloc(rb * (size_t)rows);
+        for (int64_t r = 0; r < rows; r++)
+            for (size_t i = 0; i < rb; i++)
+                data[k][(size_t)r * rb + i] = row_byte(r, (int64_t)i);
+        char name[16];
+        snprintf(name, sizeof name, "t%d", k);
+        gguf_writer_add_tensor_rows(wr, name, ts[k].type, ts[k].n_dims, ts[k].ne, produce, &pr[k]);
+        gguf_writer_add_tensor(wd, name, ts[k].type, ts[k].n_dims, ts[k].ne, data[k]);
+    }
+    void *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    ds4_error err = {0};
+    int rc = gguf_writer_write_memory(wr, &a, &na, &err);
+    gguf_writer_write_memory(wd, &b, &nb, &err);
+    t_check(!rc && na == nb && !memcmp(a, b, na), "rows producer: same bytes as referenced data");
+    t_check(pr[0].calls >= 2 && pr[1].calls == 1 && pr[0].in_order && pr[1].in_order &&
+            pr[2].in_order && pr[0].next_row == 4096, "rows producer: chunks of whole rows, in"
+            " order (%d, %d, %d calls)", pr[0].calls, pr[1].calls, pr[2].calls);
+    char path[] = "/tmp/ds4-test-rows-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    for (int k = 0; k < 3; k++)
+        pr[k].next_row = 0, pr[k].calls = 0;
+    rc = gguf_writer_write(wr, path, &err);
+    FILE *f = fopen(path, "rb");
+    void *c = malloc(na);
+    bool same = f && fread(c, 1, na, f) == na && fgetc(f) == EOF && !memcmp(c, b, na);
+    if (f)
+        fclose(f);
+    t_check(!rc && same, "rows producer: the file has the same bytes");
+    for (int k = 0; k < 3; k++)
+        pr[k].next_row = 0, pr[k].calls = 0;
+    pr[0].fail_at = 2;
+    rc = gguf_writer_write(wr, path, &err);
+    t_check(rc == DS4_E_RANGE && has(err.msg, "producer refused rows") && access(path, F_OK) != 0,
+            "rows producer failure: its error, file removed (%s)", err.msg);
+    pr[0].next_row = 0, pr[0].calls = 0, pr[1].calls = 0, pr[2].calls = 0;
+    free(a);
+    a = NULL;
+    rc = gguf_writer_write_memory(wr, &a, &na, &err);
+    t_check(rc == DS4_E_RANGE && a == NULL, "rows producer failure in memory: its error");
+    rc = gguf_writer_add_tensor_rows(wd, "null", DS4_TYPE_F32, 1, ts[2].ne, NULL, NULL);
+    t_check(rc == DS4_E_ARG, "rows producer: NULL producer refused");
+    remove(path);
+    free(b), free(c);
+    for (int k = 0; k < 3; k++)
+        free(data[k]);
+    gguf_writer_free(wr);
+    gguf_writer_free(wd);
+}
+
 int main(void)
 {
     uint64_t seed = t_seed(20240601);
@@ -628,5 +717,6 @@ int main(void)
     test_output();
     test_misuse();
     test_random(seed);
+    test_rows();
     return t_summary();
 }

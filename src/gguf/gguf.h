@@ -231,6 +231,19 @@ int gguf_writer_add_kv(gguf_writer *w, const gguf_kv *kv);
 int gguf_writer_add_tensor(gguf_writer *w, const char *name, ds4_type type, uint32_t n_dims,
                            const int64_t *ne, const void *data);
 
+/* Produces rows [row0, row0 + n_rows) of a tensor's data into dst (n_rows whole rows in the
+ * tensor's type, rows of ne[0] elements); returns 0, or a negative DS4_E_* code (and may fill
+ * err) to abort the write. */
+typedef int (*gguf_rows_fn)(void *user, int64_t row0, int64_t n_rows, void *dst,
+                            ds4_error *err);
+
+/* Adds a tensor whose data is produced at write time by fn, in chunks of whole rows of at
+ * most a few MiB, in row order, so a file larger than memory can be streamed out. Same
+ * checks as gguf_writer_add_tensor; user must stay valid until the last write call. */
+int gguf_writer_add_tensor_rows(gguf_writer *w, const char *name, ds4_type type,
+                                uint32_t n_dims, const int64_t *ne, gguf_rows_fn fn,
+                                void *user);
+
 /* Total size in bytes of the file the writer would write now (0 if it holds an error). */
 uint64_t gguf_writer_size(const gguf_writer *w);
 

@@ -1,5 +1,6 @@
 /* gguf_write.c — the GGUF v3 writer: collects pairs (serialized at add time, in order) and
- * tensors (data referenced, not copied), then emits header, pairs, tensor directory, zero
+ * tensors (data referenced, not copied, or produced in row chunks by a callback at write
+ * time so large files stream out), then emits header, pairs, tensor directory, zero
  * padding to the alignment and each tensor's data padded to the alignment — the layout
  * ggml and gguf-py write, so a file read and rewritten comes out byte-identical. Validates
  * what it is given (unique non-empty names, known types, sizes without overflow) so it never
@@ -20,6 +21,9 @@ typedef struct wtensor {
     int64_t ne[GGUF_MAX_DIMS];
     const void *data;
     uint64_t nbytes;
+    int64_t rows;           /* n_elems / ne[0] (0 if empty) */
+    gguf_rows_fn fill;      /* non-NULL: data produced at write time, row chunks */
+    void *user;
 } wtensor;
 
 struct gguf_writer {
@@ -284,8 +288,8 @@ int gguf_writer_add_kv(gguf_writer *w, const gguf_kv *kv)
     }
 }
 
-int gguf_writer_add_tensor(gguf_writer *w, const char *name, ds4_type type, uint32_t n_dims,
-                           const int64_t *ne, const void *data)
+static int add_tensor(gguf_writer *w, const char *name, ds4_type type, uint32_t n_dims,
+                      const int64_t *ne, const void *data, gguf_rows_fn fill, void *user)
 {
     if (!w)
         return DS4_E_ARG;
@@ -302,7 +306,7 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, ds4_type type, uint
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS || !ne)
         return wfail(w, DS4_E_ARG, "tensor '%s': n_dims %u not in 1..%d", name, n_dims,
                      GGUF_MAX_DIMS);
-    wtensor t = {.type = type, .n_dims = n_dims, .data = data};
+    wtensor t = {.type = type, .n_dims = n_dims, .data = data, .fill = fill, .user = user};
     int64_t n = 1;
     for (int d = 0; d < GGUF_MAX_DIMS; d++)
         t.ne[d] = (uint32_t)d < n_dims ? ne[d] : 1;
@@ -317,7 +321,8 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, ds4_type type, uint
                                          (uint64_t)tr->block_bytes, &t.nbytes) ||
                   __builtin_mul_overflow(t.nbytes, (uint64_t)(n / t.ne[0]), &t.nbytes)))
         return wfail(w, DS4_E_ARG, "tensor '%s': byte size overflows", name);
-    if (t.nbytes && !data)
+    t.rows = t.ne[0] ? n / t.ne[0] : 0;
+    if (t.nbytes && !data && !fill)
         return wfail(w, DS4_E_ARG, "tensor '%s': NULL data", name);
     size_t len = strlen(name);
     if (!(t.name = malloc(len + 1)) || !grow((void **)&w->t, &w->t_cap, w->n_t + 1, sizeof t)) {
@@ -327,6 +332,21 @@ int gguf_writer_add_tensor(gguf_writer *w, const char *name, ds4_type type, uint
     memcpy(t.name, name, len + 1);
     w->t[w->n_t++] = t;
     return 0;
+}
+
+int gguf_writer_add_tensor(gguf_writer *w, const char *name, ds4_type type, uint32_t n_dims,
+                           const int64_t *ne, const void *data)
+{
+    return add_tensor(w, name, type, n_dims, ne, data, NULL, NULL);
+}
+
+int gguf_writer_add_tensor_rows(gguf_writer *w, const char *name, ds4_type type,
+                                uint32_t n_dims, const int64_t *ne, gguf_rows_fn fn,
+                                void *user)
+{
+    if (w && !w->rc && !fn)
+        return wfail(w, DS4_E_ARG, "tensor '%s': NULL row producer", name ? name : "");
+    return add_tensor(w, name, type, n_dims, ne, NULL, fn, user);
 }
 
 /* ---- layout and output ------------------------------------------------------------------ */
@@ -363,7 +383,10 @@ typedef struct sink {
     uint8_t *buf;
     uint64_t pos;
     bool failed;
+    int fill_rc;            /* a row producer's error (0: none) */
+    ds4_error fill_err;
 } sink;
+
 
 static void emit(sink *s, const void *p, uint64_t n)
 {
@@ -392,6 +415,47 @@ static void emit_pad(sink *s, uint64_t a)
     }
 }
 
+#define FILL_CHUNK_BYTES (8u << 20)  /* rows a producer fills per call, at most (>= 1 row) */
+
+/* Emits a producer tensor chunk by chunk: straight into the buffer, or through a scratch
+ * buffer to the file. */
+static void emit_rows(sink *s, const wtensor *t)
+{
+    if (s->failed || t->nbytes == 0)
+        return;
+    const int64_t rows = t->rows;
+    const uint64_t row_bytes = t->nbytes / (uint64_t)rows;
+    int64_t per = (int64_t)(FILL_CHUNK_BYTES / row_bytes);
+    if (per < 1)
+        per = 1;
+    uint8_t *scratch = NULL;
+    if (s->fp && !(scratch = malloc((size_t)(row_bytes * (uint64_t)(per < rows ? per : rows))))) {
+        s->failed = true;
+        s->fill_rc = ds4_error_set(&s->fill_err, DS4_E_NOMEM, "gguf writer: tensor '%s': out of"
+                                   " memory for its row buffer", t->name);
+        return;
+    }
+    for (int64_t r = 0; r < rows && !s->failed; r += per) {
+        int64_t n = rows - r < per ? rows - r : per;
+        uint8_t *dst = scratch ? scratch : s->buf + s->pos;
+        int rc = t->fill(t->user, r, n, dst, &s->fill_err);
+        if (rc) {
+            if (s->fill_err.code != rc)
+                ds4_error_set(&s->fill_err, rc, "gguf writer: tensor '%s': row producer failed"
+                              " at row %lld", t->name, (long long)r);
+            s->fill_rc = rc;
+            s->failed = true;
+            break;
+        }
+        if (scratch) {
+            emit(s, scratch, row_bytes * (uint64_t)n);
+        } else {
+            s->pos += row_bytes * (uint64_t)n;
+        }
+    }
+    free(scratch);
+}
+
 static void emit_all(const gguf_writer *w, sink *s)
 {
     emit_u32(s, GGUF_MAGIC);
@@ -414,7 +478,10 @@ static void emit_all(const gguf_writer *w, sink *s)
     }
     emit_pad(s, w->alignment);
     for (size_t i = 0; i < w->n_t; i++) {
-        emit(s, w->t[i].data, w->t[i].nbytes);
+        if (w->t[i].fill)
+            emit_rows(s, &w->t[i]);
+        else
+            emit(s, w->t[i].data, w->t[i].nbytes);
         emit_pad(s, w->alignment);
     }
 }
@@ -447,6 +514,10 @@ int gguf_writer_write(gguf_writer *w, const char *path, ds4_error *err)
     bool bad = s.failed || fflush(s.fp) != 0;
     int e = errno;
     bad = (fclose(s.fp) != 0) || bad;
+    if (s.fill_rc) {
+        remove(path);
+        return ds4_error_set(err, s.fill_rc, "%s", s.fill_err.msg);
+    }
     if (bad || s.pos != total) {
         remove(path);
         return ds4_error_set(err, DS4_E_IO, "%s: offset %" PRIu64 ": write failed: %s", path,
@@ -471,6 +542,10 @@ int gguf_writer_write_memory(gguf_writer *w, void **out, size_t *size, ds4_error
         return ds4_error_set(err, DS4_E_NOMEM, "gguf writer: out of memory for %" PRIu64
                              " bytes", total);
     emit_all(w, &s);
+    if (s.fill_rc) {
+        free(s.buf);
+        return ds4_error_set(err, s.fill_rc, "%s", s.fill_err.msg);
+    }
     *out = s.buf;
     *size = (size_t)total;
     return 0;
