@@ -48,7 +48,11 @@ typedef struct model_hparams {
     float expert_weights_scale;  /* expert_weights_scale */
     bool expert_weights_norm;    /* expert_weights_norm */
     uint64_t context_length;     /* context_length (informational; 0 if absent) */
-    uint32_t compress_ratio[MODEL_MAX_LAYERS]; /* attention.compress_ratios: 0, 4 or 128 */
+    uint32_t n_nextn_layer;      /* nextn_predict_layers (llama.cpp, optional): MTP blocks
+                                    stored after the n_layer main ones, counted in its
+                                    block_count; ds4 ignores their tensors */
+    uint32_t compress_ratio[MODEL_MAX_LAYERS]; /* attention.compress_ratios: 0 (none), 4
+                                                  (overlapped + indexer) or > 4 (Flash: 128) */
     float swiglu_clamp[MODEL_MAX_LAYERS];      /* swiglu_clamp_exp per layer */
 } model_hparams;
 
@@ -89,7 +93,24 @@ typedef struct model {
     model_dialect dialect;
     model_hparams hp;
     model_weights w;
+    int64_t n_ignored;   /* tensors of the file no field binds (mtp.*, unknown names) */
 } model;
+
+#define MODEL_ARCH "deepseek4" /* general.architecture and the prefix of every model key */
+
+/* Reads every key of §1.3 from f into hp (array keys accept u32/i32-like integer or
+ * f32/f64 elements, swiglu_clamp_exp also a scalar) and validates their consistency with
+ * model_hparams_check. In the llama.cpp dialect a missing key is derived from tensor
+ * shapes where it can be (see hparams.c); otherwise, and always in the spec dialect, a
+ * missing key is an error. Returns 0 or a negative DS4_E* code with a one-line message
+ * naming the file and the key. */
+int model_hparams_read(model_hparams *hp, const gguf_file *f, model_dialect d,
+                       ds4_error *err);
+
+/* Checks hp for consistency (ratios 0 or >= 4, n_rot even and < head_dim, n_head divisible
+ * by n_out_group, n_expert_used <= n_expert, ...). what prefixes the message (a path).
+ * Returns 0 or DS4_E_RANGE with a message naming the offending key. */
+int model_hparams_check(const model_hparams *hp, const char *what, ds4_error *err);
 
 /* Opens path, reads and validates hyperparameters, binds and validates every tensor.
  * On failure returns a negative DS4_E* code with a one-line message naming the key or
