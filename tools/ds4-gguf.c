@@ -2,21 +2,26 @@
  *   ds4-gguf info FILE            metadata (arrays abbreviated, with their count) + tensor table
  *   ds4-gguf dump FILE TENSOR     dequantized values, one per line, "%.9g" (exact for f32)
  *   ds4-gguf copy IN OUT          every pair and tensor of IN, in order, written to OUT
+ *   ds4-gguf model FILE           loads FILE as a DS4 model (model_load: every key and tensor
+ *                                 validated) and prints its hyperparameters and layer kinds
  * Bad arguments or files: one line on stderr naming file, offset and problem; exit code 2.
- * Owns printing only; parsing and validation are src/gguf/, dequantizers src/quant/. */
+ * Owns printing only; parsing and validation are src/gguf/ and src/model/, dequantizers
+ * src/quant/. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gguf/gguf.h"
+#include "model/model.h"
+#include "model/names.h"
 
 #define ARR_SHOWN 8        /* array elements printed by info before "..." */
 #define STR_SHOWN 200      /* string bytes printed by info before "..." */
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: ds4-gguf info FILE | dump FILE TENSOR | copy IN OUT\n");
+    fprintf(stderr, "usage: ds4-gguf info FILE | dump FILE TENSOR | copy IN OUT | model FILE\n");
     return 2;
 }
 
@@ -212,12 +217,64 @@ static int cmd_copy(const char *in, const char *out)
     return rc ? fail(&err) : 0;
 }
 
+/* ---- model ------------------------------------------------------------------------------ */
+
+static const char *tname(const gguf_tensor *t)
+{
+    return t ? quant_get_traits(t->type)->name : "-";
+}
+
+static int cmd_model(const char *path)
+{
+    model *m;
+    ds4_error err;
+    if (model_load(&m, path, &err))
+        return fail(&err);
+    const model_hparams *hp = &m->hp;
+    printf("file       %s\n", path);
+    printf("dialect    %s\n", model_dialect_name(m->dialect));
+    printf("layers     %u (%u hash-routed)%s\n", hp->n_layer, hp->n_hash_layer,
+           hp->n_nextn_layer ? " + nextn blocks (ignored)" : "");
+    printf("embedding  %u, vocab %u, context %" PRIu64 "\n", hp->n_embd, hp->n_vocab,
+           hp->context_length);
+    printf("attention  %u heads x %u (rope %u), kv heads %u, q rank %u, output %u groups x %u,"
+           " window %u\n", hp->n_head, hp->head_dim, hp->n_rot, hp->n_head_kv, hp->q_lora_rank,
+           hp->n_out_group, hp->o_lora_rank, hp->n_swa);
+    printf("indexer    %u heads x %u, top-k %u\n", hp->n_indexer_head, hp->indexer_head_dim,
+           hp->indexer_top_k);
+    printf("experts    %u routed (%u used), %u shared, ff %u, weights x%g%s\n", hp->n_expert,
+           hp->n_expert_used, hp->n_expert_shared, hp->n_ff_exp,
+           (double)hp->expert_weights_scale, hp->expert_weights_norm ? " normalized" : "");
+    printf("hc         %u streams, %u sinkhorn iterations, eps %g; rms eps %g\n", hp->n_hc,
+           hp->hc_sinkhorn_iters, (double)hp->hc_eps, (double)hp->rms_eps);
+    printf("rope       base %g; compressed base %g, yarn factor %g, orig ctx %" PRIu64
+           ", beta %g/%g\n", (double)hp->rope_freq_base, (double)hp->rope_compress_freq_base,
+           (double)hp->rope_scaling_factor, hp->rope_orig_ctx, (double)hp->rope_beta_fast,
+           (double)hp->rope_beta_slow);
+    printf("globals    token_embd %s, output %s, output_hc_fn %s\n", tname(m->w.token_embd),
+           tname(m->w.output), tname(m->w.output_hc_fn));
+    printf("  layer  ratio  routing  indexer  clamp  attn_q_a  gate/up   down      shexp\n");
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const model_layer *L = &m->w.layers[il];
+        printf("  %5u  %5u  %-7s  %-7s  %5g  %-8s  %-8s  %-8s  %s\n", il, hp->compress_ratio[il],
+               model_is_hash_layer(hp, il) ? "hash" : "top-k", L->indexer_proj ? "yes" : "no",
+               (double)hp->swiglu_clamp[il], tname(L->attn_q_a), tname(L->ffn_gate_exps),
+               tname(L->ffn_down_exps), tname(L->ffn_gate_shexp));
+    }
+    printf("tensors    %" PRId64 " (%" PRId64 " ignored: not part of the model)\n",
+           gguf_tensor_count(m->file), m->n_ignored);
+    model_free(m);
+    return fflush(stdout) == 0 ? 0 : 2;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "info") == 0)
         return cmd_info(argv[2]);
     if (argc == 4 && strcmp(argv[1], "dump") == 0)
         return cmd_dump(argv[2], argv[3]);
+    if (argc == 3 && strcmp(argv[1], "model") == 0)
+        return cmd_model(argv[2]);
     if (argc == 4 && strcmp(argv[1], "copy") == 0)
         return cmd_copy(argv[2], argv[3]);
     return usage();
