@@ -162,7 +162,10 @@ int main(int argc, char **argv)
     printf("wrote %s: preset %s, %u layers, quant %s, dialect %s, fill %s, seed %" PRIu64
            ", %" PRIu64 " bytes (%.2f GiB) in %.2f s (%.0f MB/s)\n", out, preset, o.hp.n_layer,
            model_mk_quant_name(o.quant), model_dialect_name(o.dialect),
-           model_mk_uses_random_blocks(&o) ? "random-blocks" : "quantize", o.seed, bytes,
+           o.quant == MODEL_MK_F16 || o.quant == MODEL_MK_F32 ? "float"
+           : model_mk_uses_random_blocks(&o)                 ? "random-blocks"
+                                                             : "quantize",
+           o.seed, bytes,
            (double)bytes / (1 << 30), s, s > 0 ? (double)bytes / s / 1e6 : 0.0);
     return 0;
 }
