@@ -1,5 +1,5 @@
 # Makefile — builds the engine library (src/), tools, tests, benchmarks and fuzzers.
-# `make run` builds and runs the demo; `make test` installs its own dependencies (Debian
+# `make run` builds, makes a tiny model and runs one prompt through ds4; `make test` installs its own dependencies (Debian
 # packages, a pinned Python venv in .venv/), builds, and runs every test; `make asan` runs the
 # same C tests under ASan+UBSan in build-asan/. CUDA is never needed by these targets.
 
@@ -79,10 +79,18 @@ $(BUILD)/fuzz/%_replay: fuzz/%_fuzz.c fuzz/replay_main.c $(LIB) $(HEADERS)
 	$(CC) $(CPPFLAGS) $(ALLFLAGS) $< fuzz/replay_main.c $(LIB) $(LDLIBS) -o $@
 
 # ---- the newcomer's commands -------------------------------------------------------------
-run: all
-	@mkdir -p models
-	$(BUILD)/bin/ds4-mkgguf models/sample.gguf
-	$(BUILD)/bin/ds4-gguf info models/sample.gguf
+# make run: the tools, a tiny random-weight DS4 model with the real BPE vocabulary (made once,
+# kept in models/), and one prompt through the ds4 CLI (random weights: the text is gibberish).
+RUN_MODEL  ?= models/ds4-tiny.gguf
+RUN_PROMPT ?= Tell me about Alice and the White Rabbit.
+run: deps
+	@$(MAKE) --no-print-directory tools
+	@$(MAKE) --no-print-directory $(RUN_MODEL)
+	$(BUILD)/bin/ds4 -m $(RUN_MODEL) -p "$(RUN_PROMPT)" -n 32
+
+models/ds4-tiny.gguf: | $(BUILD)/bin/ds4-mkmodel
+	@mkdir -p $(dir $@)
+	$(BUILD)/bin/ds4-mkmodel $@ --preset tiny --vocab 4096
 
 test: deps
 	$(MAKE) all

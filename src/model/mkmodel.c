@@ -1,7 +1,7 @@
 /* mkmodel.c — the plan of a generated DS4 model: presets, the tensor list of §1.4 with the
  * types of the chosen mix and an initialisation per role, the deepseek4.* metadata of §1.3
- * in either dialect, placeholder byte-level tokenizer metadata, and writing it all through
- * the GGUF writer (tensor bytes streamed from mkmodel_fill.c). Names and shapes come from
+ * in either dialect, the byte-level BPE vocabulary (src/tokenizer/bpe_train.c), and writing
+ * it all through the GGUF writer (tensor bytes streamed from mkmodel_fill.c). Names and shapes come from
  * names.c/weights.c, so what it writes is by construction what the loader expects.
  * llama.cpp dialect: llama.cpp names, and the keys that lineage leaves out (output_lora_rank,
  * hyper_connection.count, compress_ratios — all derivable) omitted, swiglu_clamp_exp as a
@@ -15,6 +15,8 @@
 #include "model/mkmodel.h"
 #include "model/mkmodel_impl.h"
 #include "model/names.h"
+#include "tokenizer/bpe_train.h"
+#include "tokenizer/tok.h"
 
 #define KP MODEL_ARCH "."
 #define LLAMACPP_GATING_SQRT_SOFTPLUS 4u /* llama.cpp's enum value (unconfirmed, see report) */
@@ -307,84 +309,18 @@ static void add_hparams(gguf_writer *w, const model_mk_opts *o)
 #undef F32
 }
 
-/* DS4 special tokens of spec §5.1 (U+FF5C "｜" = EF BD 9C, U+2581 "▁" = E2 96 81), at ids
- * 0.. so BOS = 0 and EOS = 1 as in the DeepSeek lineage. */
-static const char *const specials[] = {
-    "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
-    "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
-    "<\xef\xbd\x9cUser\xef\xbd\x9c>",
-    "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>",
-    "<think>",
-    "</think>",
-    "\xef\xbd\x9c" "DSML\xef\xbd\x9c",
-};
-#define N_SPECIAL (sizeof specials / sizeof specials[0])
+/* The vocabulary: the DS4 special tokens (ids 0..6, BOS = 0, EOS = 1), the 256 byte
+ * symbols, merges learned from the public-domain text of data/ (src/tokenizer/bpe_train.c),
+ * padding up to n_vocab; so generated models tokenize text like a real vocabulary. */
+#define N_SPECIAL ((uint32_t)TOK_N_SPECIAL)
 
-/* A few GPT-2 byte-level merges ("\xc4\xa0" is U+0120, the byte-level space). */
-static const char *const merges[][2] = {
-    {"\xc4\xa0", "t"}, {"h", "e"}, {"i", "n"}, {"\xc4\xa0t", "he"}, {"e", "r"}, {"a", "n"},
-    {"o", "n"}, {"\xc4\xa0", "a"}, {"r", "e"}, {"\xc4\xa0", "s"}, {"e", "n"}, {"a", "t"},
-};
-#define N_MERGE (sizeof merges / sizeof merges[0])
-
-/* Placeholder byte-level BPE vocabulary: specials, the 256 byte symbols (GPT-2 byte ->
- * code point table), the results of the merges, then "[PAD<id>]" (type unused). */
 static int add_tokenizer(gguf_writer *w, uint32_t n_vocab, ds4_error *err)
 {
-    char **tok = calloc(n_vocab, sizeof *tok);
-    int32_t *type = malloc(n_vocab * sizeof *type);
-    const char **merge_str = calloc(N_MERGE, sizeof *merge_str);
-    int rc = 0;
-    if (!tok || !type || !merge_str) {
-        rc = ds4_error_set(err, DS4_E_NOMEM, "mkmodel: out of memory for the vocabulary");
-        goto done;
-    }
-    uint32_t id = 0, extra = 0;
-    for (size_t i = 0; i < N_SPECIAL; i++, id++)
-        tok[id] = strdup(specials[i]), type[id] = 3;
-    for (uint32_t b = 0; b < 256; b++, id++) {
-        bool keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-        uint32_t cp = keep ? b : 256 + extra++;
-        char u[3] = {(char)(0xC0 | cp >> 6), (char)(0x80 | (cp & 63)), 0};
-        char a[2] = {(char)cp, 0};
-        tok[id] = strdup(cp < 0x80 ? a : u), type[id] = 1;
-    }
-    size_t n_merge = 0;
-    for (; n_merge < N_MERGE && id < n_vocab; n_merge++, id++) {
-        char m[32], r[32];
-        snprintf(m, sizeof m, "%s %s", merges[n_merge][0], merges[n_merge][1]);
-        snprintf(r, sizeof r, "%s%s", merges[n_merge][0], merges[n_merge][1]);
-        merge_str[n_merge] = strdup(m), tok[id] = strdup(r), type[id] = 1;
-    }
-    for (; id < n_vocab; id++) {
-        char pad[24];
-        snprintf(pad, sizeof pad, "[PAD%u]", id);
-        tok[id] = strdup(pad), type[id] = 5;
-    }
-    for (uint32_t i = 0; i < n_vocab; i++)
-        if (!tok[i])
-            rc = ds4_error_set(err, DS4_E_NOMEM, "mkmodel: out of memory for the vocabulary");
-    for (size_t i = 0; i < n_merge; i++)
-        if (!merge_str[i])
-            rc = ds4_error_set(err, DS4_E_NOMEM, "mkmodel: out of memory for the vocabulary");
-    if (!rc) {
-        gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
-        gguf_writer_add_str(w, "tokenizer.ggml.pre", "joyai-llm");
-        gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, n_vocab);
-        gguf_writer_add_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_I32, type, n_vocab);
-        gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merge_str,
-                                n_merge);
-        gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 0);
-        gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 1);
-    }
-done:
-    for (uint32_t i = 0; tok && i < n_vocab; i++)
-        free(tok[i]);
-    for (size_t i = 0; merge_str && i < N_MERGE; i++)
-        free((void *)merge_str[i]);
-    free(tok);
-    free(type);
-    free((void *)merge_str);
+    tok_vocab_spec spec;
+    int rc = tok_train_default(&spec, n_vocab, err);
+    if (rc == 0)
+        rc = tok_vocab_spec_write(&spec, w, err);
+    tok_vocab_spec_free(&spec);
     return rc;
 }
 
@@ -396,7 +332,7 @@ int model_mk_check(const model_mk_opts *o, ds4_error *err)
     if (rc)
         return rc;
     if (o->hp.n_vocab < N_SPECIAL + 256)
-        return ds4_error_set(err, DS4_E_ARG, "mkmodel: vocab %u cannot hold the %zu special and"
+        return ds4_error_set(err, DS4_E_ARG, "mkmodel: vocab %u cannot hold the %u special and"
                              " 256 byte tokens", o->hp.n_vocab, N_SPECIAL);
     plan p = {0};
     rc = plan_build(&p, o, err);
