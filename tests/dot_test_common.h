@@ -28,6 +28,9 @@
 #define DOT_SIMD_TOL 1e-5
 /* paired kernel vs the single-row kernel of the same variant: same operations, same order */
 #define DOT_PAIR_TOL 0.0
+/* four-token kernel vs the single-row kernel of the same variant, each of the four: the same
+ * operations per row (batched products must not change a bit) */
+#define DOT_QUAD_TOL 0.0
 
 #define DOT_TRIALS 6 /* rows per case; the reported error is the worst one */
 
@@ -232,7 +235,7 @@ static void dot_test_group(ds4_type wt, int64_t n, dot_pattern p)
     const cpu_dot_kernel *ref = cpu_find_dot(wt, CPU_ISA_REF);
     ds4_type xt = ref->xtype;
     const char *pn = dot_pattern_names[p];
-    char name[CPU_ISA_COUNT * 2 + 1][160];
+    char name[CPU_ISA_COUNT * 3 + 1][160];
     int nn = 0;
     snprintf(name[nn++], sizeof name[0], "%s ref vs f64 n=%lld %s", ref->name, (long long)n, pn);
     for (int k = 0; k < nk; k++) {
@@ -245,6 +248,13 @@ static void dot_test_group(ds4_type wt, int64_t n, dot_pattern p)
         if (all[k].wtype == wt && all[k].dot2)
             snprintf(name[nn++], sizeof name[0], "%s dot2 %s vs dot n=%lld %s", ref->name,
                      cpu_isa_name(all[k].isa), (long long)n, pn);
+    bool has_dot4 = false;
+    for (int k = 0; k < nk; k++)
+        if (all[k].wtype == wt && all[k].dot4) {
+            has_dot4 = true;
+            snprintf(name[nn++], sizeof name[0], "%s dot4 %s vs dot n=%lld %s", ref->name,
+                     cpu_isa_name(all[k].isa), (long long)n, pn);
+        }
     int any = 0;
     for (int i = 0; i < nn; i++)
         any |= dot_selected(name[i]);
@@ -255,11 +265,15 @@ static void dot_test_group(ds4_type wt, int64_t n, dot_pattern p)
     size_t wbytes = quant_row_bytes(wt, n), xbytes = quant_row_bytes(xt, n);
     /* exact sizes, separate buffers: under ASan a kernel reading past its row fails */
     void *w0 = malloc(wbytes), *w1 = malloc(wbytes), *x = malloc(xbytes);
+    void *xq[4] = {x, malloc(xbytes), malloc(xbytes), malloc(xbytes)}; /* dot4's rows */
     double err_ref = 0, err_var[CPU_ISA_COUNT] = {0}, err_pair[CPU_ISA_COUNT] = {0};
+    double err_quad[CPU_ISA_COUNT] = {0};
     for (int trial = 0; trial < DOT_TRIALS; trial++) {
         dot_gen_weights(wt, n, p, &rng, w0);
         dot_gen_weights(wt, n, p, &rng, w1);
         dot_gen_act(xt, n, p, &rng, x);
+        for (int j = 1; has_dot4 && j < 4; j++) /* drawn last: the other cases keep their data */
+            dot_gen_act(xt, n, p, &rng, xq[j]);
         double exact, sabs, exact1, sabs1;
         dot_exact(wt, xt, n, w0, x, &exact, &sabs);
         dot_exact(wt, xt, n, w1, x, &exact1, &sabs1);
@@ -277,6 +291,16 @@ static void dot_test_group(ds4_type wt, int64_t n, dot_pattern p)
                 kk->dot2(n, w0, w1, x, out);
                 double e = fmax(dot_rel(out[0], v0, sabs), dot_rel(out[1], v1, sabs1));
                 err_pair[kk->isa] = fmax(err_pair[kk->isa], e);
+            }
+            if (kk->dot4) {
+                float out[4];
+                kk->dot4(n, w0, (const void *const *)xq, out);
+                for (int j = 0; j < 4; j++) {
+                    double ej, sj;
+                    dot_exact(wt, xt, n, w0, xq[j], &ej, &sj);
+                    err_quad[kk->isa] = fmax(err_quad[kk->isa],
+                                             dot_rel(out[j], kk->dot(n, w0, xq[j]), sj));
+                }
             }
         }
     }
@@ -306,9 +330,21 @@ static void dot_test_group(ds4_type wt, int64_t n, dot_pattern p)
         }
         nn++;
     }
+    for (int k = 0; k < nk; k++) {
+        if (all[k].wtype != wt || !all[k].dot4)
+            continue;
+        if (dot_selected(name[nn])) {
+            if (cpu_isa_supported(all[k].isa))
+                dot_report(err_quad[all[k].isa], DOT_QUAD_TOL, name[nn]);
+            else
+                t_skip("this CPU lacks the ISA", "%s", name[nn]);
+        }
+        nn++;
+    }
     free(w0);
     free(w1);
-    free(x);
+    for (int j = 0; j < 4; j++)
+        free(xq[j]);
 }
 
 /* The whole program: every length x pattern for one weight type. */

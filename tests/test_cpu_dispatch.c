@@ -38,6 +38,11 @@ static void test_table(void)
     for (int i = 0; i < count; i++)
         t_check((k[i].dot2 != NULL) == (k[i].wtype == DS4_TYPE_IQ2_XXS),
                 "paired kernel exactly for iq2_xxs: %s %s", k[i].name, cpu_isa_name(k[i].isa));
+    for (int i = 0; i < count; i++)
+        t_check((k[i].dot4 != NULL) ==
+                    (k[i].wtype == DS4_TYPE_Q8_0 && k[i].isa == CPU_ISA_AVX512),
+                "four-token kernel exactly for q8_0 avx512: %s %s", k[i].name,
+                cpu_isa_name(k[i].isa));
 }
 
 static void test_isa_names(void)

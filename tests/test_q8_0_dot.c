@@ -8,7 +8,8 @@
 
 int main(int argc, char **argv)
 {
-    static const int64_t lens[] = {32, 64, 96, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
+    static const int64_t lens[] = {32, 64, 96, 256, 320, 352, 512, 1024, 2048, 4096, 8192,
+                                   16384, 32768};
     const int nlens = (int)(sizeof lens / sizeof lens[0]);
     return dot_test_main(argc, argv, DS4_TYPE_Q8_0, lens, nlens, 801);
 }

@@ -25,6 +25,11 @@ typedef float (*cpu_dot_fn)(int64_t n, const void *w, const void *x);
 typedef void (*cpu_dot2_fn)(int64_t n, const void *w0, const void *w1, const void *x,
                             float out[2]);
 
+/* Multi-token dot product: one weight row against four activation rows; out[k] = w·x[k],
+ * each bit-identical to the single-row kernel of the same variant on x[k] (batched products
+ * give the same results as one token at a time). */
+typedef void (*cpu_dot4_fn)(int64_t n, const void *w, const void *const x[4], float out[4]);
+
 /* Instruction-set variants, in increasing order of capability. */
 typedef enum {
     CPU_ISA_REF = 0,    /* plain C, any CPU */
@@ -67,6 +72,10 @@ void cpu_dot2_iq2_xxs_q8_k_avx2(int64_t n, const void *w0, const void *w1, const
 void cpu_dot2_iq2_xxs_q8_k_avx512(int64_t n, const void *w0, const void *w1, const void *x,
                                   float out[2]);
 
+/* Four-token Q8_0 x Q8_0 (dot4_avx512.c). Other pairs and variants have none: callers fall
+ * back to four single-row calls, which is what the kernel must equal. */
+void cpu_dot4_q8_0_q8_0_avx512(int64_t n, const void *w, const void *const x[4], float out[4]);
+
 /* ---- ISA detection (cpu_features.c) ---------------------------------------------------- */
 /* Returns "ref", "avx2" or "avx512"; "?" for an out-of-range value. */
 const char *cpu_isa_name(cpu_isa isa);
@@ -94,6 +103,7 @@ typedef struct cpu_dot_kernel {
     const char *name; /* "q4_K x q8_K", the same for every variant of a pair */
     cpu_dot_fn dot;   /* single-row kernel */
     cpu_dot2_fn dot2; /* paired kernel, NULL where none exists */
+    cpu_dot4_fn dot4; /* four-token kernel, NULL where none exists */
 } cpu_dot_kernel;
 
 /* The kernel table, grouped by weight type, variants in cpu_isa order; *count gets its length.

@@ -5,20 +5,27 @@
 #include "kernels/cpu/cpu_dot.h"
 
 /* One line per (weight, activation) pair, expanded into its three variants. */
-#define KERNEL_ROWS(W, X, name, dotname, dot2name)                                          \
-    {W, X, CPU_ISA_REF, name, cpu_dot_##dotname##_ref, dot2name(ref)},                      \
-    {W, X, CPU_ISA_AVX2, name, cpu_dot_##dotname##_avx2, dot2name(avx2)},                   \
-    {W, X, CPU_ISA_AVX512, name, cpu_dot_##dotname##_avx512, dot2name(avx512)}
+#define KERNEL_ROWS(W, X, name, dotname, dot2name, dot4name)                                \
+    {W, X, CPU_ISA_REF, name, cpu_dot_##dotname##_ref, dot2name(ref), dot4name(ref)},       \
+    {W, X, CPU_ISA_AVX2, name, cpu_dot_##dotname##_avx2, dot2name(avx2), dot4name(avx2)},   \
+    {W, X, CPU_ISA_AVX512, name, cpu_dot_##dotname##_avx512, dot2name(avx512),             \
+     dot4name(avx512)}
 #define NO_DOT2(v) NULL
 #define IQ2_DOT2(v) cpu_dot2_iq2_xxs_q8_k_##v
+#define NO_DOT4(v) NULL
+#define Q8_0_DOT4(v) Q8_0_DOT4_##v
+#define Q8_0_DOT4_ref NULL
+#define Q8_0_DOT4_avx2 NULL
+#define Q8_0_DOT4_avx512 cpu_dot4_q8_0_q8_0_avx512
 
 static const cpu_dot_kernel kernels[] = {
-    KERNEL_ROWS(DS4_TYPE_Q8_0, DS4_TYPE_Q8_0, "q8_0 x q8_0", q8_0_q8_0, NO_DOT2),
-    KERNEL_ROWS(DS4_TYPE_Q2_K, DS4_TYPE_Q8_K, "q2_K x q8_K", q2_k_q8_k, NO_DOT2),
-    KERNEL_ROWS(DS4_TYPE_Q4_K, DS4_TYPE_Q8_K, "q4_K x q8_K", q4_k_q8_k, NO_DOT2),
-    KERNEL_ROWS(DS4_TYPE_IQ2_XXS, DS4_TYPE_Q8_K, "iq2_xxs x q8_K", iq2_xxs_q8_k, IQ2_DOT2),
-    KERNEL_ROWS(DS4_TYPE_F16, DS4_TYPE_F32, "f16 x f32", f16_f32, NO_DOT2),
-    KERNEL_ROWS(DS4_TYPE_F32, DS4_TYPE_F32, "f32 x f32", f32_f32, NO_DOT2),
+    KERNEL_ROWS(DS4_TYPE_Q8_0, DS4_TYPE_Q8_0, "q8_0 x q8_0", q8_0_q8_0, NO_DOT2, Q8_0_DOT4),
+    KERNEL_ROWS(DS4_TYPE_Q2_K, DS4_TYPE_Q8_K, "q2_K x q8_K", q2_k_q8_k, NO_DOT2, NO_DOT4),
+    KERNEL_ROWS(DS4_TYPE_Q4_K, DS4_TYPE_Q8_K, "q4_K x q8_K", q4_k_q8_k, NO_DOT2, NO_DOT4),
+    KERNEL_ROWS(DS4_TYPE_IQ2_XXS, DS4_TYPE_Q8_K, "iq2_xxs x q8_K", iq2_xxs_q8_k, IQ2_DOT2,
+                NO_DOT4),
+    KERNEL_ROWS(DS4_TYPE_F16, DS4_TYPE_F32, "f16 x f32", f16_f32, NO_DOT2, NO_DOT4),
+    KERNEL_ROWS(DS4_TYPE_F32, DS4_TYPE_F32, "f32 x f32", f32_f32, NO_DOT2, NO_DOT4),
 };
 
 const cpu_dot_kernel *cpu_dot_kernels(int *count)

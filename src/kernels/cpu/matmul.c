@@ -152,8 +152,9 @@ int cpu_act_quantize(cpu_pool *p, cpu_act *a, ds4_type type, const float *x, int
 
 /* ======== one piece: rows [r0, r1) of one product, tiled ================================ */
 
-static void run_rows(const cpu_mm *m, cpu_dot_fn dot, int64_t r0, int64_t r1)
+static void run_rows(const cpu_mm *m, const cpu_dot_kernel *k, int64_t r0, int64_t r1)
 {
+    const cpu_dot_fn dot = k->dot;
     const cpu_weight *w = &m->w;
     const cpu_act *x = m->x;
     const uint8_t *xbase = (const uint8_t *)x->data + quant_row_bytes(x->type, m->x_off);
@@ -169,7 +170,20 @@ static void run_rows(const cpu_mm *m, cpu_dot_fn dot, int64_t r0, int64_t r1)
         for (int64_t b0 = r0; b0 < r1; b0 += rb) {
             int64_t b1 = b0 + rb < r1 ? b0 + rb : r1;
             const uint8_t *wb = (const uint8_t *)w->data + (size_t)b0 * w->row_bytes;
-            for (int64_t t = t0; t < t1; t++) {
+            int64_t t = t0;
+            for (; k->dot4 && t + 3 < t1; t += 4) { /* four tokens per weight-row pass */
+                const void *xt[4];
+                float out[4];
+                for (int j = 0; j < 4; j++)
+                    xt[j] = xbase + (size_t)(m->tok ? m->tok[t + j] : t + j) * x->stride;
+                const uint8_t *wr = wb;
+                for (int64_t r = b0; r < b1; r++, wr += w->row_bytes) {
+                    k->dot4(w->ne0, wr, xt, out);
+                    for (int j = 0; j < 4; j++)
+                        m->y[(t + j) * m->ldy + r] = out[j];
+                }
+            }
+            for (; t < t1; t++) {
                 int64_t xi = m->tok ? m->tok[t] : t;
                 const void *xt = xbase + (size_t)xi * x->stride;
                 float *yt = m->y + t * m->ldy;
@@ -190,7 +204,7 @@ typedef struct {
     int n_mm;
     const int64_t *cost; /* per row of product i */
     const int64_t *start; /* cost before product i */
-    const cpu_dot_fn *dot;
+    const cpu_dot_kernel *const *kern;
     int64_t total;
 } many_job;
 
@@ -215,7 +229,7 @@ static void many_fn(void *ctx, int ith, int nth)
         if (r1 > rows)
             r1 = rows;
         if (r0 < r1)
-            run_rows(&j->mm[i], j->dot[i], r0, r1);
+            run_rows(&j->mm[i], j->kern[i], r0, r1);
     }
 }
 
@@ -224,33 +238,33 @@ void cpu_matmul_many(cpu_pool *p, const cpu_mm *mm, int n_mm)
     if (n_mm <= 0)
         return;
     int64_t cost_s[MAX_STACK_MM], start_s[MAX_STACK_MM];
-    cpu_dot_fn dot_s[MAX_STACK_MM];
+    const cpu_dot_kernel *kern_s[MAX_STACK_MM];
     int64_t *cost = cost_s, *start = start_s;
-    cpu_dot_fn *dot = dot_s;
+    const cpu_dot_kernel **kern = kern_s;
     void *heap = NULL;
     if (n_mm > MAX_STACK_MM) {
-        heap = malloc((size_t)n_mm * (2 * sizeof(int64_t) + sizeof(cpu_dot_fn)));
+        heap = malloc((size_t)n_mm * (2 * sizeof(int64_t) + sizeof(cpu_dot_kernel *)));
         if (!heap) { /* no memory for the split: run everything on the caller */
             for (int i = 0; i < n_mm; i++)
-                run_rows(&mm[i], cpu_get_dot(mm[i].w.type, cpu_matmul_isa()), 0, mm[i].w.ne1);
+                run_rows(&mm[i], cpu_find_dot(mm[i].w.type, cpu_matmul_isa()), 0, mm[i].w.ne1);
             return;
         }
         cost = heap;
         start = cost + n_mm;
-        dot = (cpu_dot_fn *)(start + n_mm);
+        kern = (const cpu_dot_kernel **)(start + n_mm);
     }
     /* cost of one row: its weight bytes once (memory) plus one dot per token (compute) */
     int64_t total = 0;
     cpu_isa isa = cpu_matmul_isa();
     for (int i = 0; i < n_mm; i++) {
-        dot[i] = cpu_get_dot(mm[i].w.type, isa);
+        kern[i] = cpu_find_dot(mm[i].w.type, isa);
         cost[i] = (int64_t)mm[i].w.row_bytes * (1 + (mm[i].n_tok > 0 ? mm[i].n_tok : 0));
         if (mm[i].n_tok <= 0 || mm[i].w.ne1 <= 0)
             cost[i] = 1; /* nothing to compute; keeps the division defined */
         start[i] = total;
         total += (mm[i].n_tok > 0 ? mm[i].w.ne1 : 0) * cost[i];
     }
-    many_job j = {mm, n_mm, cost, start, dot, total};
+    many_job j = {mm, n_mm, cost, start, kern, total};
     int64_t pieces = total / MIN_PIECE_COST;
     int64_t max_pieces = (int64_t)cpu_pool_threads(p) * PIECES_PER_THREAD;
     if (pieces > max_pieces)
