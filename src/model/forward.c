@@ -241,18 +241,77 @@ static void tok_q_heads(fwd *f, uint32_t t, fwd_thread *th)
     }
 }
 
-/* Step 6 for the i-th indexer token: queries, scores against the visible indexer rows,
- * top_k (§3.6). */
-static void idx_select(fwd *f, uint32_t i, fwd_thread *th)
+/* Step 6 (§3.6) for the i-th indexer token. Many tokens: one item per token (queries,
+ * scores into the piece's scratch, top_k). Fewer tokens than threads (decode): the scores
+ * of each token are split into row ranges over the threads first (idx_scores), token i's
+ * scores kept in th[i].iscore, then one item per token finishes with top_k. */
+static void idx_query(fwd *f, uint32_t i)
 {
     const model_hparams *hp = f->hp;
-    const model_layer_state *ls = &f->s->layers[f->il];
-    const uint32_t t = (uint32_t)f->ITOK[i], pos = f->pos0 + t, n_vis = (pos + 1) / ls->ratio;
-    float *qi = f->QI + (uint64_t)i * hp->n_indexer_head * hp->indexer_head_dim;
-    float *wi = f->WI + (uint64_t)i * hp->n_indexer_head;
-    indexer_query_finish(hp, &f->rope[f->il], pos, f->s->qat, qi, wi);
-    indexer_scores(hp, qi, wi, ls->index, n_vis, th->iscore);
-    indexer_top_k(th->iscore, n_vis, hp->indexer_top_k, f->SEL + (uint64_t)t * hp->indexer_top_k);
+    const uint32_t pos = f->pos0 + (uint32_t)f->ITOK[i];
+    indexer_query_finish(hp, &f->rope[f->il], pos, f->s->qat,
+                         f->QI + (uint64_t)i * hp->n_indexer_head * hp->indexer_head_dim,
+                         f->WI + (uint64_t)i * hp->n_indexer_head);
+}
+
+static uint32_t idx_visible(const fwd *f, uint32_t i)
+{
+    return (f->pos0 + (uint32_t)f->ITOK[i] + 1) / f->s->layers[f->il].ratio;
+}
+
+/* Scores of rows [r0, r1) of indexer token i into dst. */
+static void idx_score_rows(fwd *f, uint32_t i, uint32_t r0, uint32_t r1, float *dst)
+{
+    const model_hparams *hp = f->hp;
+    indexer_scores(hp, f->QI + (uint64_t)i * hp->n_indexer_head * hp->indexer_head_dim,
+                   f->WI + (uint64_t)i * hp->n_indexer_head,
+                   f->s->layers[f->il].index + (uint64_t)r0 * hp->indexer_head_dim, r1 - r0,
+                   dst + r0);
+}
+
+static void idx_top_k(fwd *f, uint32_t i, float *score)
+{
+    const uint32_t k = f->hp->indexer_top_k;
+    indexer_top_k(score, idx_visible(f, i), k, f->SEL + (uint64_t)f->ITOK[i] * k);
+}
+
+static void idx_whole(fwd *f, uint32_t i, fwd_thread *th)
+{
+    idx_query(f, i);
+    idx_score_rows(f, i, 0, idx_visible(f, i), th->iscore);
+    idx_top_k(f, i, th->iscore);
+}
+
+static void idx_queries(fwd *f, uint32_t i, fwd_thread *th)
+{
+    (void)th;
+    idx_query(f, i);
+}
+
+static void idx_scores(fwd *f, uint32_t item, fwd_thread *th)
+{
+    (void)th;
+    const uint32_t i = item / f->idx_chunks, c = item % f->idx_chunks, n = idx_visible(f, i);
+    idx_score_rows(f, i, (uint32_t)((uint64_t)n * c / f->idx_chunks),
+                   (uint32_t)((uint64_t)n * (c + 1) / f->idx_chunks), f->th[i].iscore);
+}
+
+static void idx_finish(fwd *f, uint32_t i, fwd_thread *th)
+{
+    (void)th;
+    idx_top_k(f, i, f->th[i].iscore);
+}
+
+static void idx_select(fwd *f)
+{
+    if (f->n_itok >= (uint32_t)f->n_threads || f->n_threads == 1) {
+        model_fwd_loop(f, f->n_itok, idx_whole);
+        return;
+    }
+    model_fwd_loop(f, f->n_itok, idx_queries);
+    f->idx_chunks = 4 * (uint32_t)f->n_threads;
+    model_fwd_loop(f, f->n_itok * f->idx_chunks, idx_scores);
+    model_fwd_loop(f, f->n_itok, idx_finish); /* n_itok < threads: piece i is token i */
 }
 
 /* Attention work item: heads of one block of one token (blocks split decode over threads). */
@@ -399,7 +458,7 @@ static int attn_layer(fwd *f)
     }
 
     /* 6. indexer selection, 7-8. attention and inverse RoPE, over tokens x head blocks */
-    model_fwd_loop(f, f->n_itok, idx_select);
+    idx_select(f);
     f->n_hblock = 1;
     while (f->n_hblock * T < 2 * (uint32_t)f->n_threads && f->n_hblock < hp->n_head)
         f->n_hblock *= 2;

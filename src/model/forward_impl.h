@@ -73,6 +73,7 @@ typedef struct fwd {
     cpu_mm *mm;          /* [2*n_expert + 8] products of one dispatch */
 
     uint32_t n_hblock;   /* attention: head blocks per token */
+    uint32_t idx_chunks; /* indexer: row ranges per token (decode) */
 
     /* activations of the current step, by (source rows, type): see model_fwd_act */
     int n_acts;
