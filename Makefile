@@ -108,7 +108,7 @@ test-fuzz: $(FUZZ_REPLAY)
 
 test-py: tools tests venv
 	@tools/ensure_ref_venv.sh
-	DS4_BUILD=$(BUILD) $(PYTHON) -m pytest -q -rs tests/reference
+	DS4_BUILD=$(BUILD) $(PYTHON) -m pytest -q -rs tests/reference tests/cli
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \

@@ -2,6 +2,7 @@
  * streams sampled tokens to stdout; prompt and generation speeds go to stderr at the end.
  *   ds4 [-m MODEL] [-p PROMPT | -f FILE] [-n N] [-c N] [--temp T] [--top-p P] [--top-k K]
  *       [--min-p P] [--seed S] [--think | --think-max | --nothink] [-t N] [--system TEXT]
+ *       [--verbose-prompt]
  * Without -p/-f: an interactive chat (libedit line editing, /help, /quit, /reset; Ctrl-C
  * stops the answer being generated). Bad flags, a missing or invalid model, an empty prompt,
  * a prompt longer than the context: one clear line on stderr and a non-zero exit (2 for
@@ -40,6 +41,7 @@ typedef struct opts {
     sample_params sp;
     uint64_t seed;
     bool seed_set;
+    bool verbose_prompt;
     chat_think think;
 } opts;
 
@@ -94,6 +96,7 @@ static void usage(FILE *f)
             "  --think | --think-max | --nothink   thinking mode (default --think)\n"
             "  -t, --threads N    CPU threads (default: DS4_THREADS or all cores)\n"
             "  --system TEXT      system prompt (default \"%s\"; \"\" = none)\n"
+            "  --verbose-prompt   print the prompt's token ids to stderr\n"
             "  -h, --help         this text\n",
             DEFAULT_MODEL, DEFAULT_TOKENS, DEFAULT_CTX, DEFAULT_SYSTEM);
 }
@@ -158,6 +161,9 @@ static int parse_args(int argc, char **argv, opts *o)
             continue;
         } else if (IS("--nothink", "--no-think")) {
             o->think = CHAT_THINK_NONE;
+            continue;
+        } else if (!strcmp(a, "--verbose-prompt")) {
+            o->verbose_prompt = true;
             continue;
         } else if (IS("-m", "--model")) {
             o->model = v;
@@ -439,6 +445,12 @@ static int turn(run *r, const opts *o, const char *text)
     if (chat_buf_flush(&b, &err)) {
         chat_buf_free(&b);
         return die("%s", err.msg);
+    }
+    if (o->verbose_prompt) {
+        fprintf(stderr, "ds4: prompt tokens (%zu):", b.ids.n);
+        for (size_t i = 0; i < b.ids.n; i++)
+            fprintf(stderr, " %d", b.ids.ids[i]);
+        fputc('\n', stderr);
     }
     size_t have = model_state_pos(r->s), room = r->s->n_ctx - have;
     if (b.ids.n >= room) {
