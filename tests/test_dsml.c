@@ -33,20 +33,20 @@ static void log_put(log *l, const char *d, size_t n)
     l->s[l->n] = 0;
 }
 
-static void log_event(void *user, const dsml_event *ev)
+static void log_event(void *user, const chat_dsml_event *ev)
 {
     log *l = user;
     static const char *const tags[] = {"T", "R", "CALLS", "CALL", "PARAM", "D", "/PARAM",
                                        "/CALL", "/CALLS"};
-    bool data = ev->kind == DSML_TEXT || ev->kind == DSML_REASONING ||
-                ev->kind == DSML_PARAM_DATA;
+    bool data = ev->kind == CHAT_DSML_TEXT || ev->kind == CHAT_DSML_REASONING ||
+                ev->kind == CHAT_DSML_PARAM_DATA;
     if (!data || l->last != (int)ev->kind) {
         log_put(l, "\n[", 2);
         log_put(l, tags[ev->kind], strlen(tags[ev->kind]));
-        if (ev->kind == DSML_PARAM_BEGIN)
+        if (ev->kind == CHAT_DSML_PARAM_BEGIN)
             log_put(l, ev->is_string ? " s" : " j", 2);
         log_put(l, "] ", 2);
-        if (ev->kind == DSML_CALL_BEGIN || ev->kind == DSML_PARAM_BEGIN)
+        if (ev->kind == CHAT_DSML_CALL_BEGIN || ev->kind == CHAT_DSML_PARAM_BEGIN)
             log_put(l, ev->data, ev->len);
     }
     if (data)
@@ -62,20 +62,20 @@ static int parse_cuts(const char *text, size_t n, bool thinking, const size_t *c
     memset(out, 0, sizeof *out);
     out->last = -1;
     log_put(out, "", 0);
-    dsml_parser *p;
+    chat_dsml_parser *p;
     ds4_error err;
-    dsml_parser_new(&p, thinking, log_event, out, &err);
+    chat_dsml_parser_new(&p, thinking, log_event, out, &err);
     size_t at = 0;
     int rc = 0;
     for (int c = 0; c <= nc && rc == 0; c++) {
         size_t end = c < nc ? cuts[c] : n;
-        rc = dsml_feed(p, text + at, end - at, &err);
-        (void)dsml_in_structure(p);
+        rc = chat_dsml_feed(p, text + at, end - at, &err);
+        (void)chat_dsml_in_structure(p);
         at = end;
     }
     if (rc == 0 && finish)
-        rc = dsml_finish(p, &err);
-    dsml_parser_free(p);
+        rc = chat_dsml_finish(p, &err);
+    chat_dsml_parser_free(p);
     return rc;
 }
 
@@ -157,8 +157,8 @@ static void check_case(const tok_vocab *v, t_rng *r, int k, bool verbose)
     ds4_error err;
     chat_buf_flush(&b, &err);
 
-    dsml_answer a;
-    int rc = dsml_parse_all(b.text, b.len, thinking, &a, &err);
+    chat_dsml_answer a;
+    int rc = chat_dsml_parse_all(b.text, b.len, thinking, &a, &err);
     bool ok = rc == 0 && a.n_calls == nc && strcmp(a.content, content) == 0 &&
               strcmp(a.reasoning, thinking ? reasoning : "") == 0;
     for (size_t c = 0; ok && c < nc; c++) {
@@ -166,13 +166,13 @@ static void check_case(const tok_vocab *v, t_rng *r, int k, bool verbose)
              a.calls[c].n_params == calls[c].n_params;
         for (size_t j = 0; ok && j < calls[c].n_params; j++) {
             const chat_param *p = &calls[c].params[j];
-            const dsml_param *q = &a.calls[c].params[j];
+            const chat_dsml_param *q = &a.calls[c].params[j];
             /* JSON values keep the writer's \u003c escape (the same JSON string); a string
              * value holding "&lt;/…parameter>" itself reads back unescaped (the format's one
              * ambiguity, §5.2) */
-            char *want = p->is_string
-                             ? replace_all(p->value, "&lt;/" DSML "parameter>", "</" DSML "parameter>")
-                             : replace_all(p->value, "</" DSML "parameter>", "\\u003c/" DSML "parameter>");
+            const char *close = "</" DSML "parameter>";
+            char *want = p->is_string ? replace_all(p->value, "&lt;/" DSML "parameter>", close)
+                                      : replace_all(p->value, close, "\\u003c/" DSML "parameter>");
             ok = strcmp(q->name, p->name) == 0 && strcmp(q->value, want) == 0 &&
                  q->is_string == p->is_string;
             free(want);
@@ -181,7 +181,7 @@ static void check_case(const tok_vocab *v, t_rng *r, int k, bool verbose)
     if (!t_check(ok, "dsml case %d: parse of the rendered answer (%zu calls)", k, nc) ||
         verbose)
         printf("#   rc %d %s\n#   text: %s\n", rc, rc ? err.msg : "", b.text);
-    dsml_answer_free(&a);
+    chat_dsml_answer_free(&a);
 
     /* every split point, byte-at-a-time, and every truncation */
     log whole, part;
@@ -227,37 +227,37 @@ static void check_case(const tok_vocab *v, t_rng *r, int k, bool verbose)
 
 static void fixed_cases(void)
 {
-    dsml_answer a;
+    chat_dsml_answer a;
     ds4_error err;
     const char *half = "ok\n\n<DSML" BAR "tool_calls>\n<DSML" BAR "invoke name=\"f\">\n<DSML" BAR
                        "parameter name=\"x\" string=\"false\">42</DSML" BAR "parameter>\n</DSML"
                        BAR "invoke>\n</DSML" BAR "tool_calls>";
-    int rc = dsml_parse_all(half, strlen(half), false, &a, &err);
+    int rc = chat_dsml_parse_all(half, strlen(half), false, &a, &err);
     t_check(rc == 0 && a.n_calls == 1 && !strcmp(a.content, "ok") && a.calls[0].n_params == 1 &&
                 !strcmp(a.calls[0].params[0].value, "42") && !a.calls[0].params[0].is_string,
             "variant missing the first bar");
-    dsml_answer_free(&a);
+    chat_dsml_answer_free(&a);
 
     const char *plain = "<tool_calls><invoke name=\"g\"><parameter name=\"p\">a &lt; b"
                         "</parameter></invoke></tool_calls>";
-    rc = dsml_parse_all(plain, strlen(plain), false, &a, &err);
+    rc = chat_dsml_parse_all(plain, strlen(plain), false, &a, &err);
     t_check(rc == 0 && a.n_calls == 1 && !strcmp(a.calls[0].name, "g") &&
                 !strcmp(a.calls[0].params[0].value, "a &lt; b") && a.calls[0].params[0].is_string,
             "plain <tool_calls> block, string attribute absent");
-    dsml_answer_free(&a);
+    chat_dsml_answer_free(&a);
 
     const char *in_think = "let me call it\n\n<" DSML "tool_calls>\n<" DSML "invoke name=\"h\">\n"
                            "</" DSML "invoke>\n</" DSML "tool_calls>";
-    rc = dsml_parse_all(in_think, strlen(in_think), true, &a, &err);
+    rc = chat_dsml_parse_all(in_think, strlen(in_think), true, &a, &err);
     t_check(rc == 0 && a.n_calls == 1 && !strcmp(a.reasoning, "let me call it") &&
                 !strcmp(a.content, ""),
             "tool call before </think> ends the reasoning and is parsed");
-    dsml_answer_free(&a);
+    chat_dsml_answer_free(&a);
 
     const char *nl = "line\n\n\n<b>x</b>\n\n";
-    rc = dsml_parse_all(nl, strlen(nl), false, &a, &err);
+    rc = chat_dsml_parse_all(nl, strlen(nl), false, &a, &err);
     t_check(rc == 0 && !strcmp(a.content, nl), "newlines and '<' in content are kept");
-    dsml_answer_free(&a);
+    chat_dsml_answer_free(&a);
 
     static const char *const bad[] = {
         "<" DSML "tool_calls>\nhello",
@@ -267,27 +267,27 @@ static void fixed_cases(void)
         "<" DSML "tool_calls>\n<" DSML "invoke name=\"x",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        rc = dsml_parse_all(bad[i], strlen(bad[i]), false, &a, &err);
+        rc = chat_dsml_parse_all(bad[i], strlen(bad[i]), false, &a, &err);
         t_check(rc == DS4_E_FORMAT, "malformed or incomplete block %zu rejected (%s)", i,
                 rc ? err.msg : "accepted");
-        dsml_answer_free(&a);
+        chat_dsml_answer_free(&a);
     }
 
-    dsml_parser *p;
+    chat_dsml_parser *p;
     log l = {0};
     l.last = -1;
-    dsml_parser_new(&p, false, log_event, &l, &err);
-    bool s0 = dsml_in_structure(p);
-    dsml_feed(p, "text <" DSML "tool", strlen("text <" DSML "tool"), &err);
-    bool s1 = dsml_in_structure(p);
-    dsml_feed(p, "_calls>\n<" DSML "invoke name=\"f\">\n", 5 + 2 + 10 + 18, &err);
-    bool s2 = dsml_in_structure(p);
+    chat_dsml_parser_new(&p, false, log_event, &l, &err);
+    bool s0 = chat_dsml_in_structure(p);
+    chat_dsml_feed(p, "text <" DSML "tool", strlen("text <" DSML "tool"), &err);
+    bool s1 = chat_dsml_in_structure(p);
+    chat_dsml_feed(p, "_calls>\n<" DSML "invoke name=\"f\">\n", 5 + 2 + 10 + 18, &err);
+    bool s2 = chat_dsml_in_structure(p);
     const char *pb = "<" DSML "parameter name=\"a\" string=\"true\">va";
-    dsml_feed(p, pb, strlen(pb), &err);
-    bool s3 = dsml_in_structure(p);
+    chat_dsml_feed(p, pb, strlen(pb), &err);
+    bool s3 = chat_dsml_in_structure(p);
     t_check(!s0 && s1 && s2 && !s3, "structure flag: text %d, partial tag %d, block %d, value %d",
             s0, s1, s2, s3);
-    dsml_parser_free(p);
+    chat_dsml_parser_free(p);
     free(l.s);
 }
 
@@ -300,7 +300,8 @@ int main(void)
         printf("FAIL  vocabulary: %s\n", err.msg);
         return 1;
     }
-    gguf_str *toks = malloc(spec.n_tokens * sizeof *toks), *merges = malloc(spec.n_merges * sizeof *merges);
+    gguf_str *toks = malloc(spec.n_tokens * sizeof *toks);
+    gguf_str *merges = malloc(spec.n_merges * sizeof *merges);
     for (uint32_t i = 0; i < spec.n_tokens; i++)
         toks[i] = (gguf_str){spec.tokens[i], strlen(spec.tokens[i])};
     for (uint32_t i = 0; i < spec.n_merges; i++)

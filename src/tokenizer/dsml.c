@@ -2,7 +2,7 @@
  * of undecided bytes. States: reasoning, content, inside a tool-call block, inside an
  * invoke, inside a parameter value. Bytes leave the buffer as soon as no tag can start with
  * them; a possible tag prefix ('<' in text, "</" or "&lt;/" in a value, an unfinished tag in
- * a block) waits for more bytes or for dsml_finish. Up to two newlines before a block are
+ * a block) waits for more bytes or for chat_dsml_finish. Up to two newlines before a block are
  * held too: they belong to the block's "\n\n" opening, not to the content.
  * Implements the DSML syntax of ds4-architecture.md §5.2; rendering is chat.c. */
 #include <stdlib.h>
@@ -16,8 +16,8 @@
 enum { S_THINK, S_TEXT, S_CALLS, S_INVOKE, S_BODY };
 enum { ST_FULL, ST_HALF, ST_PLAIN }; /* "<｜DSML｜x>", "<DSML｜x>", "<x>" */
 
-struct dsml_parser {
-    dsml_fn fn;
+struct chat_dsml_parser {
+    chat_dsml_fn fn;
     void *user;
     int state, style;
     bool is_string;      /* the open parameter's string attribute */
@@ -36,31 +36,31 @@ static const char *const closes_plain[] = {"</parameter>"};
 
 /* ---- events ------------------------------------------------------------------------------- */
 
-static void emit(dsml_parser *p, dsml_kind k, const char *d, size_t n)
+static void emit(chat_dsml_parser *p, chat_dsml_kind k, const char *d, size_t n)
 {
-    dsml_event ev = {k, d, n, p->is_string};
+    chat_dsml_event ev = {k, d, n, p->is_string};
     p->fn(p->user, &ev);
 }
 
-static void emit_data(dsml_parser *p, dsml_kind k, const char *d, size_t n)
+static void emit_data(chat_dsml_parser *p, chat_dsml_kind k, const char *d, size_t n)
 {
     if (n > 0)
         emit(p, k, d, n);
 }
 
-static dsml_kind text_kind(const dsml_parser *p)
+static chat_dsml_kind text_kind(const chat_dsml_parser *p)
 {
-    return p->state == S_THINK ? DSML_REASONING : DSML_TEXT;
+    return p->state == S_THINK ? CHAT_DSML_REASONING : CHAT_DSML_TEXT;
 }
 
-static void flush_nl(dsml_parser *p)
+static void flush_nl(chat_dsml_parser *p)
 {
     emit_data(p, text_kind(p), "\n\n", (size_t)p->nl);
     p->nl = 0;
 }
 
 /* Reasoning or content bytes, keeping up to two trailing newlines back. */
-static void emit_text(dsml_parser *p, const char *s, size_t n)
+static void emit_text(chat_dsml_parser *p, const char *s, size_t n)
 {
     size_t k = n;
     while (k > 0 && s[k - 1] == '\n')
@@ -78,7 +78,7 @@ static void emit_text(dsml_parser *p, const char *s, size_t n)
     p->nl = (int)keep;
 }
 
-static int fail(dsml_parser *p, const char *what, const char *at, size_t n)
+static int fail(chat_dsml_parser *p, const char *what, const char *at, size_t n)
 {
     p->rc = ds4_error_set(&p->err, DS4_E_FORMAT, "DSML: %s: '%.*s'", what,
                           (int)(n > 80 ? 80 : n), at);
@@ -98,7 +98,7 @@ static int starts(const char *s, size_t n, const char *lit)
 /* ---- reasoning and content ----------------------------------------------------------------- */
 
 /* Handles buf[*i..len) in S_THINK / S_TEXT; returns true if the state changed. */
-static bool step_text(dsml_parser *p, size_t *i, bool final)
+static bool step_text(chat_dsml_parser *p, size_t *i, bool final)
 {
     const char *b = p->buf;
     while (*i < p->len) {
@@ -116,7 +116,7 @@ static bool step_text(dsml_parser *p, size_t *i, bool final)
                 p->style = s;
                 p->state = S_CALLS;
                 *i = j + strlen(opens[s]);
-                emit(p, DSML_CALLS_BEGIN, NULL, 0);
+                emit(p, CHAT_DSML_CALLS_BEGIN, NULL, 0);
                 return true;
             }
             partial |= r < 0;
@@ -226,7 +226,7 @@ static bool is(const tag *t, bool closing, const char *name)
 }
 
 /* Handles one tag in S_CALLS / S_INVOKE; returns true when it consumed one. */
-static bool step_tag(dsml_parser *p, size_t *i, bool final)
+static bool step_tag(chat_dsml_parser *p, size_t *i, bool final)
 {
     const char *b = p->buf;
     while (*i < p->len && (b[*i] == ' ' || b[*i] == '\n' || b[*i] == '\r' || b[*i] == '\t'))
@@ -245,17 +245,17 @@ static bool step_tag(dsml_parser *p, size_t *i, bool final)
     tag t;
     bool ok = parse_tag(b + *i, n, &t);
     if (ok && p->state == S_CALLS && is(&t, false, "invoke") && t.attr_name) {
-        emit(p, DSML_CALL_BEGIN, t.attr_name, strlen(t.attr_name));
+        emit(p, CHAT_DSML_CALL_BEGIN, t.attr_name, strlen(t.attr_name));
         p->state = S_INVOKE;
     } else if (ok && p->state == S_CALLS && is(&t, true, "tool_calls")) {
-        emit(p, DSML_CALLS_END, NULL, 0);
+        emit(p, CHAT_DSML_CALLS_END, NULL, 0);
         p->state = S_TEXT;
     } else if (ok && p->state == S_INVOKE && is(&t, false, "parameter") && t.attr_name) {
         p->is_string = t.string != 0;
-        emit(p, DSML_PARAM_BEGIN, t.attr_name, strlen(t.attr_name));
+        emit(p, CHAT_DSML_PARAM_BEGIN, t.attr_name, strlen(t.attr_name));
         p->state = S_BODY;
     } else if (ok && p->state == S_INVOKE && is(&t, true, "invoke")) {
-        emit(p, DSML_CALL_END, NULL, 0);
+        emit(p, CHAT_DSML_CALL_END, NULL, 0);
         p->state = S_CALLS;
     } else {
         ok = false;
@@ -272,7 +272,7 @@ static bool step_tag(dsml_parser *p, size_t *i, bool final)
 /* ---- parameter values ---------------------------------------------------------------------- */
 
 /* Handles value bytes in S_BODY; returns true when the parameter closed. */
-static bool step_body(dsml_parser *p, size_t *i, bool final)
+static bool step_body(chat_dsml_parser *p, size_t *i, bool final)
 {
     const char *b = p->buf;
     const char *const *cl = p->style == ST_PLAIN ? closes_plain : closes_dsml;
@@ -296,14 +296,14 @@ static bool step_body(dsml_parser *p, size_t *i, bool final)
                 used = 4 + strlen(cl[c] + 1);
             }
             if (r == 1) {
-                emit_data(p, DSML_PARAM_DATA, b + start, j - start);
+                emit_data(p, CHAT_DSML_PARAM_DATA, b + start, j - start);
                 if (b[j] == '<') {
-                    emit(p, DSML_PARAM_END, NULL, 0);
+                    emit(p, CHAT_DSML_PARAM_END, NULL, 0);
                     p->state = S_INVOKE;
                     *i = j + used;
                     return true;
                 }
-                emit(p, DSML_PARAM_DATA, cl[c], strlen(cl[c]));
+                emit(p, CHAT_DSML_PARAM_DATA, cl[c], strlen(cl[c]));
                 start = j + used;
                 j = start - 1;
                 partial = 0;
@@ -312,19 +312,19 @@ static bool step_body(dsml_parser *p, size_t *i, bool final)
             partial |= r < 0;
         }
         if (partial && !final) {
-            emit_data(p, DSML_PARAM_DATA, b + start, j - start);
+            emit_data(p, CHAT_DSML_PARAM_DATA, b + start, j - start);
             *i = j;
             return false;
         }
     }
-    emit_data(p, DSML_PARAM_DATA, b + start, p->len - start);
+    emit_data(p, CHAT_DSML_PARAM_DATA, b + start, p->len - start);
     *i = p->len;
     return false;
 }
 
 /* ---- driving --------------------------------------------------------------------------- */
 
-static void run(dsml_parser *p, bool final)
+static void run(chat_dsml_parser *p, bool final)
 {
     size_t i = 0;
     bool more = true;
@@ -339,7 +339,8 @@ static void run(dsml_parser *p, bool final)
     p->len -= i;
 }
 
-int dsml_parser_new(dsml_parser **out, bool thinking, dsml_fn fn, void *user, ds4_error *err)
+int chat_dsml_parser_new(chat_dsml_parser **out, bool thinking, chat_dsml_fn fn, void *user,
+                         ds4_error *err)
 {
     *out = calloc(1, sizeof **out);
     if (*out == NULL)
@@ -350,7 +351,7 @@ int dsml_parser_new(dsml_parser **out, bool thinking, dsml_fn fn, void *user, ds
     return 0;
 }
 
-void dsml_parser_free(dsml_parser *p)
+void chat_dsml_parser_free(chat_dsml_parser *p)
 {
     if (p) {
         free(p->buf);
@@ -358,7 +359,7 @@ void dsml_parser_free(dsml_parser *p)
     }
 }
 
-int dsml_feed(dsml_parser *p, const char *bytes, size_t n, ds4_error *err)
+int chat_dsml_feed(chat_dsml_parser *p, const char *bytes, size_t n, ds4_error *err)
 {
     if (p->rc == 0 && p->len + n > p->cap) {
         size_t cap = p->cap ? p->cap : 256;
@@ -380,7 +381,7 @@ int dsml_feed(dsml_parser *p, const char *bytes, size_t n, ds4_error *err)
     return p->rc;
 }
 
-int dsml_finish(dsml_parser *p, ds4_error *err)
+int chat_dsml_finish(chat_dsml_parser *p, ds4_error *err)
 {
     if (p->rc == 0)
         run(p, true);
@@ -394,14 +395,14 @@ int dsml_finish(dsml_parser *p, ds4_error *err)
     return p->rc;
 }
 
-bool dsml_in_structure(const dsml_parser *p)
+bool chat_dsml_in_structure(const chat_dsml_parser *p)
 {
     if (p->state == S_CALLS || p->state == S_INVOKE)
         return true;
     return p->len >= 1 && p->buf[0] == '<';
 }
 
-bool dsml_in_reasoning(const dsml_parser *p) { return p->state == S_THINK; }
+bool chat_dsml_in_reasoning(const chat_dsml_parser *p) { return p->state == S_THINK; }
 
 /* ---- the collector ------------------------------------------------------------------------ */
 
@@ -425,42 +426,44 @@ static char *dup_n(const char *d, size_t k)
     return append(&s, &n, d, k) ? s : NULL;
 }
 
-void dsml_collect(void *user, const dsml_event *ev)
+void chat_dsml_collect(void *user, const chat_dsml_event *ev)
 {
-    dsml_answer *a = user;
-    dsml_call *c = a->n_calls ? &a->calls[a->n_calls - 1] : NULL;
-    dsml_param *pa = c && c->n_params ? &c->params[c->n_params - 1] : NULL;
+    chat_dsml_answer *a = user;
+    chat_dsml_call *c = a->n_calls ? &a->calls[a->n_calls - 1] : NULL;
+    chat_dsml_param *pa = c && c->n_params ? &c->params[c->n_params - 1] : NULL;
     bool ok = true;
     switch (ev->kind) {
-    case DSML_TEXT: ok = append(&a->content, &a->content_len, ev->data, ev->len); break;
-    case DSML_REASONING: ok = append(&a->reasoning, &a->reasoning_len, ev->data, ev->len); break;
-    case DSML_CALL_BEGIN: {
-        dsml_call *cs = realloc(a->calls, (a->n_calls + 1) * sizeof *cs);
+    case CHAT_DSML_TEXT: ok = append(&a->content, &a->content_len, ev->data, ev->len); break;
+    case CHAT_DSML_REASONING:
+        ok = append(&a->reasoning, &a->reasoning_len, ev->data, ev->len);
+        break;
+    case CHAT_DSML_CALL_BEGIN: {
+        chat_dsml_call *cs = realloc(a->calls, (a->n_calls + 1) * sizeof *cs);
         char *name = dup_n(ev->data, ev->len);
         ok = cs && name;
         if (cs)
             a->calls = cs;
         if (ok)
-            a->calls[a->n_calls++] = (dsml_call){name, NULL, 0};
+            a->calls[a->n_calls++] = (chat_dsml_call){name, NULL, 0};
         else
             free(name);
         break;
     }
-    case DSML_PARAM_BEGIN: {
+    case CHAT_DSML_PARAM_BEGIN: {
         if (c == NULL)
             break;
-        dsml_param *ps = realloc(c->params, (c->n_params + 1) * sizeof *ps);
+        chat_dsml_param *ps = realloc(c->params, (c->n_params + 1) * sizeof *ps);
         char *name = dup_n(ev->data, ev->len), *value = dup_n("", 0);
         ok = ps && name && value;
         if (ps)
             c->params = ps;
         if (ok)
-            c->params[c->n_params++] = (dsml_param){name, value, 0, ev->is_string};
+            c->params[c->n_params++] = (chat_dsml_param){name, value, 0, ev->is_string};
         else
             free(name), free(value);
         break;
     }
-    case DSML_PARAM_DATA:
+    case CHAT_DSML_PARAM_DATA:
         if (pa)
             ok = append(&pa->value, &pa->value_len, ev->data, ev->len);
         break;
@@ -470,7 +473,7 @@ void dsml_collect(void *user, const dsml_event *ev)
     a->oom |= !ok;
 }
 
-void dsml_answer_free(dsml_answer *a)
+void chat_dsml_answer_free(chat_dsml_answer *a)
 {
     for (size_t i = 0; i < a->n_calls; i++) {
         for (size_t j = 0; j < a->calls[i].n_params; j++) {
@@ -486,16 +489,17 @@ void dsml_answer_free(dsml_answer *a)
     memset(a, 0, sizeof *a);
 }
 
-int dsml_parse_all(const char *bytes, size_t n, bool thinking, dsml_answer *a, ds4_error *err)
+int chat_dsml_parse_all(const char *bytes, size_t n, bool thinking, chat_dsml_answer *a,
+                        ds4_error *err)
 {
     memset(a, 0, sizeof *a);
-    dsml_parser *p;
-    int rc = dsml_parser_new(&p, thinking, dsml_collect, a, err);
+    chat_dsml_parser *p;
+    int rc = chat_dsml_parser_new(&p, thinking, chat_dsml_collect, a, err);
     if (rc == 0)
-        rc = dsml_feed(p, bytes, n, err);
+        rc = chat_dsml_feed(p, bytes, n, err);
     if (rc == 0)
-        rc = dsml_finish(p, err);
-    dsml_parser_free(p);
+        rc = chat_dsml_finish(p, err);
+    chat_dsml_parser_free(p);
     if (rc == 0 && (!append(&a->content, &a->content_len, "", 0) ||
                     !append(&a->reasoning, &a->reasoning_len, "", 0)))
         a->oom = true;
