@@ -568,7 +568,7 @@ int main(int argc, char **argv)
     rc = setup(&r, &o);
     if (rc == 0 && prompt) {
         rc = turn(&r, &o, prompt);
-        if (rc != 1)
+        if (rc == 0)
             print_speeds(&r);
     } else if (rc == 0) {
         rc = interactive(&r, &o);

@@ -335,7 +335,8 @@ static void run(chat_dsml_parser *p, bool final)
         default: more = step_body(p, &i, final); break;
         }
     }
-    memmove(p->buf, p->buf + i, p->len - i);
+    if (i > 0 && i < p->len)
+        memmove(p->buf, p->buf + i, p->len - i);
     p->len -= i;
 }
 
@@ -371,7 +372,7 @@ int chat_dsml_feed(chat_dsml_parser *p, const char *bytes, size_t n, ds4_error *
         else
             p->buf = b, p->cap = cap;
     }
-    if (p->rc == 0) {
+    if (p->rc == 0 && n > 0) {
         memcpy(p->buf + p->len, bytes, n);
         p->len += n;
         run(p, false);
