@@ -31,6 +31,7 @@ const char *tok_pretok_regex(void) { return regex; }
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pcre2_code *code;
 static char compile_msg[160];
+static bool jit; /* JIT compiled: match through pcre2_jit_match (less per-call work) */
 
 static void compile_once(void)
 {
@@ -46,7 +47,7 @@ static void compile_once(void)
                  (size_t)erroff, (const char *)buf);
         return;
     }
-    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE); /* the interpreter is the fallback */
+    jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0; /* else the interpreter */
 }
 
 /* JIT stack sizes: the default machine-stack 32 KiB first, then a heap stack on demand. */
@@ -70,7 +71,8 @@ int tok_pretok_split(const char *text, size_t len, tok_piece_fn fn, void *user,
     size_t off = 0;
     int rc = 0;
     while (off < len && rc == 0) {
-        int m = pcre2_match(code, s, len, off, 0, md, mc);
+        int m = jit ? pcre2_jit_match(code, s, len, off, 0, md, mc)
+                    : pcre2_match(code, s, len, off, 0, md, mc);
         if (m == PCRE2_ERROR_JIT_STACKLIMIT && js == NULL) {
             /* a long run overflowed the JIT stack: retry with a bigger heap one */
             js = pcre2_jit_stack_create(JIT_STACK_START, JIT_STACK_MAX, NULL);
