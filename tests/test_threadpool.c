@@ -88,6 +88,29 @@ static void case_stress(void)
     }
 }
 
+/* Back-to-back dispatches whose index counts alternate small/large: a worker late on one job
+ * must never claim an index of the next (each index of each job runs exactly once). */
+static void case_alternating(void)
+{
+    for (int nt = 2; nt <= 3; nt++) {
+        char name[64];
+        snprintf(name, sizeof name, "alternating nth 2/17/3/64, threads=%d", nt);
+        if (!want(name))
+            continue;
+        cpu_pool *p;
+        if (cpu_pool_new(&p, nt, NULL) != 0) {
+            t_check(false, "%s: pool", name);
+            continue;
+        }
+        static const int nths[] = {2, 17, 3, MAX_NTH};
+        int errors = 0;
+        for (int r = 0; r < N_DISPATCH; r++)
+            errors += stress(p, nths[r % 4], 1);
+        t_case(errors == 0, errors, 0, "%s (%d dispatches)", name, N_DISPATCH);
+        cpu_pool_free(p);
+    }
+}
+
 static void case_nth(void)
 {
     if (!want("nth"))
@@ -312,6 +335,7 @@ int main(int argc, char **argv)
     case_null();
     case_stress();
     case_nth();
+    case_alternating();
     case_nested();
     case_concurrent();
     case_participation();

@@ -1,8 +1,8 @@
 /* threadpool.c — the persistent pool of threadpool.h. A dispatch writes the job (fn, ctx,
- * nth) and publishes a new generation in one atomic word `state` = generation << 32 | next
- * unclaimed index; the caller and every awake worker claim indices by CAS on that word, run
- * them and count them in `done`; the caller returns when done == nth. A worker that is slow to
- * wake (parked, or descheduled on a busy machine) therefore never delays a dispatch: others
+ * nth) into the slot of its generation (two slots, alternating) and publishes the generation
+ * in one atomic word `state` = generation << 32 | next unclaimed index; the caller and every
+ * awake worker claim indices by CAS on that word, run them and count them in `done`; the
+ * caller returns when done == nth. A worker that is slow to wake (parked, or descheduled on a busy machine) therefore never delays a dispatch: others
  * take its indices. Workers spin on the generation for SPIN_NS, then park on a condition
  * variable; the dispatcher broadcasts only when someone is parked, and seq_cst ordering of the
  * state store against the parked count excludes lost wake-ups (see park()). */
@@ -46,12 +46,14 @@ struct cpu_pool {
     uint64_t spin_ns;      /* SPIN_NS, or 0 when oversubscribed */
     uint64_t wait_spin_ns; /* WAIT_SPIN_NS, or 0 when oversubscribed */
 
-    /* the published job: written by the dispatcher before the generation changes; atomics
-     * because a late worker may read them while the next job is being written (it then
-     * fails its claim, see claim()) */
-    _Atomic(cpu_pool_fn) fn;
-    _Atomic(void *) ctx;
-    _Atomic int nth;
+    /* the job of generation g lives in job[g & 1], written by the dispatcher before it
+     * publishes g; atomics because a late worker may read a slot while a later job is being
+     * written there (it then fails its claim, see claim()) */
+    struct {
+        _Atomic(cpu_pool_fn) fn;
+        _Atomic(void *) ctx;
+        _Atomic int nth;
+    } job[2];
 
     alignas(CACHE_LINE) _Atomic uint64_t state; /* generation << 32 | next unclaimed index */
     alignas(CACHE_LINE) _Atomic int done;       /* indices finished in this generation */
@@ -86,18 +88,20 @@ int cpu_pool_default_threads(void)
 }
 
 /* Claims and runs indices of generation gen until none is left (or the generation moved
- * on). A claim is a CAS on (gen, next): it succeeds only while gen is current and next < nth,
- * i.e. while the dispatch is still in flight, so the dispatcher cannot have rewritten
- * fn/ctx/nth since this thread read them after seeing gen (it rewrites them only once every
- * index is done, and this claimed index is not). */
+ * on). A claim is a CAS on (gen, next): it succeeds only while gen is current and next < nth.
+ * The job is read from slot gen & 1, which the dispatcher rewrites only for gen + 2, i.e.
+ * after gen + 1 was published: so when a claim succeeds the slot still held gen's job when
+ * it was read. (With one slot, a worker could read gen + 1's job, written while the state
+ * still said gen, compare a finished gen's next against the new nth and claim an index of
+ * the unpublished job.) */
 static void claim(cpu_pool *p, uint32_t gen)
 {
     uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
     if ((uint32_t)(s >> GEN_SHIFT) != gen)
         return;
-    cpu_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
-    void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
-    int nth = atomic_load_explicit(&p->nth, memory_order_relaxed);
+    cpu_pool_fn fn = atomic_load_explicit(&p->job[gen & 1].fn, memory_order_relaxed);
+    void *ctx = atomic_load_explicit(&p->job[gen & 1].ctx, memory_order_relaxed);
+    int nth = atomic_load_explicit(&p->job[gen & 1].nth, memory_order_relaxed);
     for (;;) {
         if ((uint32_t)(s >> GEN_SHIFT) != gen || (int)(s & INDEX_MASK) >= nth)
             return;
@@ -161,12 +165,24 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Publishes the next generation with index 0 unclaimed, and wakes parked workers. Only the
- * dispatcher (holding busy) or cpu_pool_free writes the generation. */
-static uint32_t publish(cpu_pool *p)
+/* The generation the next dispatch will publish. Only the dispatcher (holding busy) or
+ * cpu_pool_free writes the generation. */
+static uint32_t next_gen(cpu_pool *p)
 {
-    uint64_t s = atomic_load_explicit(&p->state, memory_order_relaxed);
-    uint32_t gen = (uint32_t)(s >> GEN_SHIFT) + 1;
+    return (uint32_t)(atomic_load_explicit(&p->state, memory_order_relaxed) >> GEN_SHIFT) + 1;
+}
+
+/* Writes the job of generation gen into its slot. */
+static void set_job(cpu_pool *p, uint32_t gen, cpu_pool_fn fn, void *ctx, int nth)
+{
+    atomic_store_explicit(&p->job[gen & 1].fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->job[gen & 1].ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->job[gen & 1].nth, nth, memory_order_relaxed);
+}
+
+/* Publishes generation gen with index 0 unclaimed, and wakes parked workers. */
+static uint32_t publish(cpu_pool *p, uint32_t gen)
+{
     atomic_store(&p->state, (uint64_t)gen << GEN_SHIFT); /* seq_cst: before the n_parked read */
     if (atomic_load(&p->n_parked) > 0) {
         pthread_mutex_lock(&p->mu);
@@ -193,9 +209,11 @@ int cpu_pool_new(cpu_pool **out, int n_threads, ds4_error *err)
     int over = n_threads > (ncpu > 0 ? ncpu : 1);
     p->spin_ns = over ? 0 : SPIN_NS;
     p->wait_spin_ns = over ? 0 : WAIT_SPIN_NS;
-    atomic_init(&p->fn, NULL);
-    atomic_init(&p->ctx, NULL);
-    atomic_init(&p->nth, 0);
+    for (int i = 0; i < 2; i++) {
+        atomic_init(&p->job[i].fn, NULL);
+        atomic_init(&p->job[i].ctx, NULL);
+        atomic_init(&p->job[i].nth, 0);
+    }
     atomic_init(&p->state, 0);
     atomic_init(&p->done, 0);
     atomic_init(&p->n_parked, 0);
@@ -228,9 +246,10 @@ void cpu_pool_free(cpu_pool *p)
     if (!p)
         return;
     if (p->workers && p->n_threads > 1) {
-        atomic_store(&p->nth, 0);
+        const uint32_t gen = next_gen(p);
+        set_job(p, gen, NULL, NULL, 0);
         atomic_store(&p->stop, 1);
-        publish(p);
+        publish(p, gen);
         for (int i = 1; i < p->n_threads; i++)
             pthread_join(p->workers[i - 1].tid, NULL);
     }
@@ -255,11 +274,10 @@ void cpu_pool_run_n(cpu_pool *p, int nth, cpu_pool_fn fn, void *ctx)
             fn(ctx, i, nth);
         return;
     }
-    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
-    atomic_store_explicit(&p->nth, nth, memory_order_relaxed);
+    const uint32_t gen = next_gen(p);
+    set_job(p, gen, fn, ctx, nth);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    claim(p, publish(p));
+    claim(p, publish(p, gen));
     /* wait for indices claimed by workers: spin, then yield (the machine may be busy) */
     uint64_t t0 = 0;
     for (unsigned it = 0; atomic_load_explicit(&p->done, memory_order_acquire) != nth; it++) {
