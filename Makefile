@@ -1,7 +1,8 @@
 # Makefile — builds the engine library (src/), tools, tests, benchmarks and fuzzers.
 # `make run` builds, makes a tiny model and runs one prompt through ds4; `make test` installs its own dependencies (Debian
 # packages, a pinned Python venv in .venv/), builds, and runs every test; `make asan` runs the
-# same C tests under ASan+UBSan in build-asan/. CUDA is never needed by these targets.
+# same C tests under ASan+UBSan in build-asan/, `make tsan` the threaded ones under TSan in
+# build-tsan/. CUDA is never needed by these targets.
 
 BUILD    ?= build
 CC       ?= cc
@@ -37,7 +38,7 @@ FUZZ_SRCS  := $(wildcard fuzz/*_fuzz.c)
 FUZZ_REPLAY:= $(FUZZ_SRCS:fuzz/%_fuzz.c=$(BUILD)/fuzz/%_replay)
 HEADERS    := $(shell find include src tests -name '*.h')
 
-.PHONY: all lib tools tests bench run test test-style test-c test-py test-fuzz asan fuzz fuzz-run deps venv clean
+.PHONY: all lib tools tests bench run test test-style test-c test-py test-fuzz asan tsan fuzz fuzz-run deps venv clean
 
 all: lib tools tests bench $(FUZZ_REPLAY)
 
@@ -106,8 +107,11 @@ test-c: tests
 test-fuzz: $(FUZZ_REPLAY)
 	@for r in $(FUZZ_REPLAY); do n=$$(basename $$r _replay); $$r fuzz/corpus/$$n || exit 1; done
 
+# The first test-py on a machine builds the llama-cpp-python wheel (tests/reference/
+# test_llamacpp_ref.py): about 13 min on 2 cores, then cached in ~/.cache/ds4-wheels.
 test-py: tools tests venv
 	@tools/ensure_ref_venv.sh
+	@tools/ensure_llama_wheel.sh
 	DS4_BUILD=$(BUILD) $(PYTHON) -m pytest -q -rs tests/reference tests/cli
 
 asan:
@@ -116,6 +120,14 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-c test-fuzz
+
+# ThreadSanitizer over the multi-threaded code: the pool, the threaded matmul, the forward.
+TSAN_TESTS := test_threadpool test_matmul test_forward
+tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -fno-omit-frame-pointer" SAN="-fsanitize=thread" \
+	  $(TSAN_TESTS:%=build-tsan/tests/%)
+	@for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/$$t > build-tsan/$$t.log 2>&1 \
+	  && tail -1 build-tsan/$$t.log || { cat build-tsan/$$t.log; exit 1; }; done
 
 # libFuzzer build (clang): `make fuzz-run FUZZ_SECONDS=60`.
 FUZZ_SECONDS ?= 60
@@ -142,4 +154,4 @@ venv: .venv/.stamp
 	@touch $@
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
