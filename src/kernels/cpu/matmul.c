@@ -2,10 +2,11 @@
  * a reusable buffer, the cost-based split of one or many products into pieces claimed by the
  * pool's threads, and the cache tiling of one piece (weight rows in L1-sized blocks, tokens in
  * L2-sized tiles, so each weight row is fetched from memory once for every token of the tile).
- * Owns no dot kernels (dispatch.c picks them) and no quantizers (src/quant/).
+ * Owns no dot kernels (dispatch.c picks them) and no quantizers (quant_act.h picks them).
  * Invariant: an output element is always dot(ne0, W row, activation row) by the selected
  * kernel, whatever the split: thread count never changes a bit of the result. */
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/quant_act.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -135,8 +136,8 @@ int cpu_act_quantize(cpu_pool *p, cpu_act *a, ds4_type type, const float *x, int
     a->stride = stride;
     /* a piece boundary must fall on a block boundary of every activation type */
     _Static_assert(QUANT_PIECE % QUANT_QK_K == 0, "quantization pieces are whole blocks");
-    quant_job j = {a, quant_get_traits(type)->quant_row, x, ldx, (n + QUANT_PIECE - 1) / QUANT_PIECE,
-                   0};
+    quant_job j = {a, cpu_quant_act_fn(type, cpu_matmul_isa()), x, ldx,
+                   (n + QUANT_PIECE - 1) / QUANT_PIECE, 0};
     j.n_pieces = j.pieces_per_row * n_tok;
     int nth = cpu_pool_threads(p);
     if ((int64_t)n_tok * n < QUANT_PAR_MIN || j.n_pieces < 2)

@@ -58,8 +58,9 @@ typedef struct cpu_act {
 ds4_type cpu_act_type(ds4_type wtype);
 
 /* Quantizes n_tok rows of n floats (row t at x + t * ldx) to type (F32, Q8_0, Q8_K; n a
- * multiple of its block) into a, growing its buffer as needed, with the reference quantizers
- * (quant_quant_row_*), in parallel over row pieces when the batch is large enough. Returns
+ * multiple of its block) into a, growing its buffer as needed, with cpu_quant_act_fn's
+ * quantizer (bytes identical to quant_quant_row_*), in parallel over row pieces when the
+ * batch is large enough. Returns
  * 0, DS4_E_ARG (type or n not usable), DS4_E_NOMEM. A view's buffer is replaced, not freed. */
 int cpu_act_quantize(cpu_pool *p, cpu_act *a, ds4_type type, const float *x, int64_t n,
                      int n_tok, int64_t ldx, ds4_error *err);
