@@ -1,7 +1,9 @@
 /* hparams.c — model_hparams from the deepseek4.* metadata of ds4-architecture.md §1.3:
- * reading each key with the type variants the spec and llama.cpp use, deriving the keys
- * llama.cpp-dialect files leave out from tensor shapes (docs/llamacpp-dialect.md), and the
- * consistency checks every later stage relies on. Owns no tensor binding (weights.c).
+ * reading each key with the type variants the spec and llama.cpp use (u32/u64, scalar or
+ * per-layer array), llama.cpp's extra keys (gating function checked, shared-expert clamp
+ * checked, the rest ignored), deriving from tensor shapes the keys that llama.cpp-dialect
+ * files may leave out (vocab_size; all those the legacy fork omits; docs/llamacpp-dialect.md),
+ * and the consistency checks every later stage relies on. Owns no tensor binding (weights.c).
  * Invariants: no model constant is assumed — every value comes from a key or a tensor
  * shape; every failure is one line naming the file and the key. */
 #include <inttypes.h>
@@ -359,10 +361,29 @@ static int tokenizer_facts(ctx *c)
         return 0;
     if (rc)
         return rc;
+    /* llama.cpp's converter writes no vocab_size: then it came from token_embd's shape */
+    bool derived = gguf_find_key(c->f, KP "vocab_size") < 0;
     if (kv->arr_type != GGUF_TYPE_STR || kv->arr_count != c->hp->n_vocab)
         return ds4_error_set(c->err, DS4_E_RANGE, "%s: key 'tokenizer.ggml.tokens' holds %"
-                             PRIu64 " %s entries, vocab_size is %u", c->path, kv->arr_count,
-                             gguf_type_name(kv->arr_type), c->hp->n_vocab);
+                             PRIu64 " %s entries, vocab_size is %u%s", c->path, kv->arr_count,
+                             gguf_type_name(kv->arr_type), c->hp->n_vocab,
+                             derived ? " (from tensor 'token_embd.weight')" : "");
+    return 0;
+}
+
+/* expert_gating_func (llama.cpp's dialect): if present, llama.cpp's sqrt-softplus value. */
+#define LLAMACPP_GATING_SQRT_SOFTPLUS 4 /* llama-hparams.h LLAMA_EXPERT_GATING_FUNC_TYPE_ */
+
+static int key_gating(ctx *c)
+{
+    uint64_t v;
+    int rc = get_int(c, "expert_gating_func", &v);
+    if (rc < 0)
+        return rc;
+    if (rc == 1 && v != LLAMACPP_GATING_SQRT_SOFTPLUS)
+        return ds4_error_set(c->err, DS4_E_RANGE, "%s: key '" KP "expert_gating_func' = %"
+                             PRIu64 ": DS4 routes with sqrt-softplus (llama.cpp's value %d)",
+                             c->path, v, LLAMACPP_GATING_SQRT_SOFTPLUS);
     return 0;
 }
 
@@ -425,6 +446,7 @@ int model_hparams_read(model_hparams *hp, const gguf_file *f, model_dialect d,
     TRY(key_u32(x, "hash_layer_count", &hp->n_hash_layer, d_n_hash));
     TRY(key_zero_or_absent(x, "expert_group_count"));
     TRY(key_zero_or_absent(x, "expert_group_used_count"));
+    TRY(key_gating(x));
     TRY(key_u32(x, "attention.sliding_window", &hp->n_swa, NULL));
     TRY(key_ratios(x));
     TRY(key_u32(x, "attention.indexer.head_count", &hp->n_indexer_head, d_idx_head));

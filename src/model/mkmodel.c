@@ -3,9 +3,10 @@
  * in either dialect, the byte-level BPE vocabulary (src/tokenizer/bpe_train.c), and writing
  * it all through the GGUF writer (tensor bytes streamed from mkmodel_fill.c). Names and shapes come from
  * names.c/weights.c, so what it writes is by construction what the loader expects.
- * llama.cpp dialect: llama.cpp names, and the keys that lineage leaves out (output_lora_rank,
- * hyper_connection.count, compress_ratios — all derivable) omitted, swiglu_clamp_exp as a
- * scalar, plus its expert_gating_func marker. */
+ * llama.cpp dialect: what llama.cpp's deepseek4 converter writes (ggml-org 0c1e57098, see
+ * docs/llamacpp-dialect.md): the same tensor names, context_length as u32, no vocab_size,
+ * compress_ratios as an i32 array, swiglu_clamp_shexp, expert_gating_func, rope.scaling.type
+ * "yarn" (without it llama.cpp drops YaRN) and embedding_length_out. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@
 #include "tokenizer/tok.h"
 
 #define KP MODEL_ARCH "."
-#define LLAMACPP_GATING_SQRT_SOFTPLUS 4u /* llama.cpp's enum value (unconfirmed, see report) */
+#define LLAMACPP_GATING_SQRT_SOFTPLUS 4u /* llama-hparams.h LLAMA_EXPERT_GATING_FUNC_TYPE_ */
 
 /* ---- presets ---------------------------------------------------------------------------- */
 
@@ -255,17 +256,20 @@ static void add_hparams(gguf_writer *w, const model_mk_opts *o)
 #define U32(k, v) gguf_writer_add_u32(w, KP k, (uint32_t)(v))
 #define F32(k, v) gguf_writer_add_f32(w, KP k, (float)(v))
     U32("block_count", hp->n_layer);
-    gguf_writer_add_u64(w, KP "context_length", hp->context_length);
+    if (llama && hp->context_length <= UINT32_MAX) /* llama.cpp refuses a u64 here */
+        U32("context_length", hp->context_length);
+    else
+        gguf_writer_add_u64(w, KP "context_length", hp->context_length);
     U32("embedding_length", hp->n_embd);
-    U32("vocab_size", hp->n_vocab);
+    if (!llama) /* llama.cpp's converter leaves it to the token list */
+        U32("vocab_size", hp->n_vocab);
     U32("attention.head_count", hp->n_head);
     U32("attention.head_count_kv", hp->n_head_kv);
     U32("attention.key_length", hp->head_dim);
     U32("attention.value_length", hp->head_dim);
     U32("rope.dimension_count", hp->n_rot);
     U32("attention.q_lora_rank", hp->q_lora_rank);
-    if (!llama)
-        U32("attention.output_lora_rank", hp->o_lora_rank);
+    U32("attention.output_lora_rank", hp->o_lora_rank);
     U32("attention.output_group_count", hp->n_out_group);
     U32("expert_count", hp->n_expert);
     U32("expert_used_count", hp->n_expert_used);
@@ -276,26 +280,23 @@ static void add_hparams(gguf_writer *w, const model_mk_opts *o)
     U32("attention.indexer.head_count", hp->n_indexer_head);
     U32("attention.indexer.key_length", hp->indexer_head_dim);
     U32("attention.indexer.top_k", hp->indexer_top_k);
-    if (!llama)
-        U32("hyper_connection.count", hp->n_hc);
+    U32("hyper_connection.count", hp->n_hc);
     U32("hyper_connection.sinkhorn_iterations", hp->hc_sinkhorn_iters);
     F32("hyper_connection.epsilon", hp->hc_eps);
-    if (!llama)
-        gguf_writer_add_arr(w, KP "attention.compress_ratios", GGUF_TYPE_U32, hp->compress_ratio,
-                            hp->n_layer);
-    bool uniform = true;
-    for (uint32_t il = 1; il < hp->n_layer; il++)
-        uniform &= hp->swiglu_clamp[il] == hp->swiglu_clamp[0];
-    if (llama && uniform)
-        F32("swiglu_clamp_exp", hp->swiglu_clamp[0]);
-    else
-        gguf_writer_add_arr(w, KP "swiglu_clamp_exp", GGUF_TYPE_F32, hp->swiglu_clamp,
+    /* u32 in the spec; gguf-py writes a Python int list as i32 (same bytes for ratios) */
+    gguf_writer_add_arr(w, KP "attention.compress_ratios", llama ? GGUF_TYPE_I32 : GGUF_TYPE_U32,
+                        hp->compress_ratio, hp->n_layer);
+    gguf_writer_add_arr(w, KP "swiglu_clamp_exp", GGUF_TYPE_F32, hp->swiglu_clamp, hp->n_layer);
+    if (llama)
+        gguf_writer_add_arr(w, KP "swiglu_clamp_shexp", GGUF_TYPE_F32, hp->swiglu_clamp,
                             hp->n_layer);
     if (hp->rope_orig_ctx <= UINT32_MAX)
         U32("rope.scaling.original_context_length", hp->rope_orig_ctx);
     else
         gguf_writer_add_u64(w, KP "rope.scaling.original_context_length", hp->rope_orig_ctx);
     F32("rope.freq_base", hp->rope_freq_base);
+    if (llama)
+        gguf_writer_add_str(w, KP "rope.scaling.type", "yarn");
     F32("rope.scaling.factor", hp->rope_scaling_factor);
     F32("rope.scaling.yarn_beta_fast", hp->rope_beta_fast);
     F32("rope.scaling.yarn_beta_slow", hp->rope_beta_slow);
@@ -303,8 +304,10 @@ static void add_hparams(gguf_writer *w, const model_mk_opts *o)
     F32("expert_weights_scale", hp->expert_weights_scale);
     gguf_writer_add_bool(w, KP "expert_weights_norm", hp->expert_weights_norm);
     F32("attention.layer_norm_rms_epsilon", hp->rms_eps);
-    if (llama)
+    if (llama) {
         U32("expert_gating_func", LLAMACPP_GATING_SQRT_SOFTPLUS);
+        U32("embedding_length_out", (uint64_t)hp->n_hc * hp->n_embd);
+    }
 #undef U32
 #undef F32
 }

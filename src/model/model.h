@@ -85,7 +85,8 @@ typedef struct model_weights {
     model_layer *layers; /* [n_layer] */
 } model_weights;
 
-/* GGUF naming dialect the file was written in (both load; see names.c). */
+/* GGUF dialect the file was written in: the spec's or llama.cpp's deepseek4 (same tensor
+ * names, different keys; both load: names.c, hparams.c, docs/llamacpp-dialect.md). */
 typedef enum { MODEL_DIALECT_DS4 = 0, MODEL_DIALECT_LLAMACPP = 1 } model_dialect;
 
 typedef struct model {

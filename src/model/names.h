@@ -1,8 +1,9 @@
-/* names.h — the GGUF tensor names of ds4-architecture.md §1.4 in both dialects in
- * circulation (the spec's and llama.cpp's deepseek4 lineage), as one alias table keyed by a
- * tensor id, plus dialect detection. Owns names only: shapes and types are weights.c, keys
- * hparams.c. Invariant: every id has a spelling in each dialect; a name never maps to two
- * ids; per-layer names are "blk.<il>.<suffix>". */
+/* names.h — the GGUF tensor names of ds4-architecture.md §1.4, one table keyed by a tensor
+ * id: the name the spec dialect and llama.cpp's deepseek4 dialect share, plus a read-only
+ * legacy alias (an earlier community llama.cpp fork) for 21 ids; and dialect detection
+ * (the dialects differ in keys, not names: hparams.c, docs/llamacpp-dialect.md). Owns names
+ * only: shapes and types are weights.c. Invariant: a name never maps to two ids; per-layer
+ * names are "blk.<il>.<suffix>". */
 #ifndef DS4_MODEL_NAMES_H
 #define DS4_MODEL_NAMES_H
 
@@ -65,31 +66,39 @@ typedef enum model_tensor_id {
 /* True for ids stored once per layer ("blk.<il>." prefix). */
 static inline bool model_tensor_is_layer(model_tensor_id id) { return id >= MODEL_T_FIRST_LAYER; }
 
-/* The name of id in dialect d without the "blk.<il>." prefix ("attn_q_a.weight"), or NULL
- * for an id out of range. */
+/* The name of id in dialect d (the same in both) without the "blk.<il>." prefix
+ * ("attn_q_a.weight"), or NULL for an id out of range. */
 const char *model_tensor_suffix(model_tensor_id id, model_dialect d);
+
+/* The legacy alias of id without the prefix ("attn_kv_latent.weight"), or NULL when id has
+ * none (or is out of range). Read-only: nothing writes these names. */
+const char *model_tensor_legacy_suffix(model_tensor_id id);
 
 /* Writes the full name of id (layer il for per-layer ids, ignored otherwise) in dialect d
  * into buf (MODEL_NAME_MAX bytes); returns buf. */
 char *model_tensor_name(char *buf, model_tensor_id id, model_dialect d, uint32_t il);
 
-/* Looks id (layer il) up in f under its dialect-d name, then under the other dialect's.
- * Returns the tensor or NULL. name (MODEL_NAME_MAX bytes) receives the name found, or the
- * dialect-d name when absent. *both is set when the two spellings are both present (an
+/* Writes the full legacy alias of id into buf and returns buf, or returns NULL (buf
+ * untouched) when id has none. */
+char *model_tensor_legacy_name(char *buf, model_tensor_id id, uint32_t il);
+
+/* Looks id (layer il) up in f under its name, then under its legacy alias. Returns the
+ * tensor or NULL. name (MODEL_NAME_MAX bytes) receives the name found, or the dialect-d
+ * name when absent. *both is set when the name and the alias are both present (an
  * ambiguous file); pass NULL if not wanted. */
 const gguf_tensor *model_tensor_find(const gguf_file *f, model_tensor_id id, model_dialect d,
                                      uint32_t il, char *name, bool *both);
 
-/* Parses a tensor name of either dialect: returns its id and sets *il (per-layer ids) and
- * *spelling (the dialect whose spelling matched; MODEL_DIALECT_DS4 when both dialects spell
- * it the same); returns -1 for a name outside the table (mtp.*, unknown). *is_layer_name is
- * set for any "blk.<n>." name, known or not, with *il = n. */
+/* Parses a tensor name: returns its id and sets *il (per-layer ids) and *spelling
+ * (MODEL_DIALECT_LLAMACPP for a legacy alias, MODEL_DIALECT_DS4 for the shared name);
+ * returns -1 for a name outside the table (mtp.*, nextn, unknown). *is_layer_name is set for
+ * any "blk.<n>." name, known or not, with *il = n. */
 int model_tensor_parse(const char *name, uint32_t *il, model_dialect *spelling,
                        bool *is_layer_name);
 
-/* Detects the dialect of f: llama.cpp when its tensor names use llama.cpp-only spellings
- * (more of them than spec-only ones) or the llama.cpp-only key deepseek4.expert_gating_func
- * is present; the spec's otherwise. */
+/* Detects the dialect of f: llama.cpp when the key deepseek4.expert_gating_func (required by
+ * llama.cpp, absent from the spec) is present, or when legacy aliases are at least as many
+ * as shared names among the tensors that have both; the spec's otherwise. */
 model_dialect model_dialect_detect(const gguf_file *f);
 
 /* ---- shapes and presence (implemented in weights.c, beside the checks that use them) ---- */

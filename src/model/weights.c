@@ -221,8 +221,7 @@ static int bind(const model *m, model_tensor_id id, uint32_t il, const gguf_tens
     *slot = NULL;
     if (both) {
         char alt[MODEL_NAME_MAX];
-        model_tensor_name(alt, id, m->dialect == MODEL_DIALECT_DS4 ? MODEL_DIALECT_LLAMACPP
-                                                                  : MODEL_DIALECT_DS4, il);
+        model_tensor_legacy_name(alt, id, il); /* both: the alias exists */
         return ds4_error_set(err, DS4_E_FORMAT, "%s: tensor '%s': present under two names"
                              " ('%s' too)", path, name, alt);
     }

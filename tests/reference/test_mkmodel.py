@@ -2,9 +2,9 @@
 reader and dequantizer), checked against the tensor inventory and metadata of
 ds4-architecture.md §1.3/§1.4 as written out here in Python (not taken from the C tables):
 
-1. every tensor of the spec dialect / llama.cpp dialect with its ne and the type of the
-   q2 / q4 / f16 / f32 mix, no other tensor; the deepseek4.* keys (and the llama.cpp
-   dialect's omissions); placeholder tokenizer metadata;
+1. every tensor (the same names in the spec dialect and llama.cpp's) with its ne and the type
+   of the q2 / q4 / f16 / f32 mix, no other tensor; the deepseek4.* keys (and the llama.cpp
+   dialect's differences: docs/llamacpp-dialect.md); tokenizer metadata;
 2. every tensor dequantizes (gguf.quants.dequantize) to finite values; matrices have row RMS
    near 1/sqrt(fan_in); tid2eid rows hold distinct expert ids;
 3. ds4-quantize output dequantizes (gguf package) close to its float input.
@@ -16,7 +16,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from gguf import GGUFReader
+from gguf import GGUFReader, GGUFValueType
 from gguf import GGMLQuantizationType as QT
 from gguf.quants import dequantize
 
@@ -28,24 +28,6 @@ QUANTIZE = os.path.join(BUILD, "bin", "ds4-quantize")
 # the tiny preset (tools/ds4-mkmodel --preset tiny)
 TINY = dict(L=6, d=256, V=512, H=4, D=128, rot=64, q=128, r=64, g=2, E=16, K=6, I=256,
             hash=3, swa=64, Hi=4, Di=128, topk=8, hc=4, ratios=[0, 0, 4, 128, 4, 128])
-
-# llama.cpp names that differ from the spec's (docs/llamacpp-dialect.md)
-LLAMA = {"output_hc_fn.weight": "hc_head_fn", "output_hc_base.weight": "hc_head_base",
-         "output_hc_scale.weight": "hc_head_scale", "attn_kv.weight": "attn_kv_latent.weight",
-         "attn_sinks.weight": "attn_sinks", "hc_attn_fn.weight": "hc_attn_fn",
-         "hc_attn_scale.weight": "hc_attn_scale", "hc_attn_base.weight": "hc_attn_base",
-         "hc_ffn_fn.weight": "hc_ffn_fn", "hc_ffn_scale.weight": "hc_ffn_scale",
-         "hc_ffn_base.weight": "hc_ffn_base", "exp_probs_b.bias": "exp_probs_b",
-         "ffn_gate_tid2eid.weight": "ffn_gate_tid2eid",
-         "attn_compressor_ape.weight": "attn_compress_ape",
-         "attn_compressor_kv.weight": "attn_compress_kv.weight",
-         "attn_compressor_gate.weight": "attn_compress_gate.weight",
-         "attn_compressor_norm.weight": "attn_compress_norm.weight",
-         "indexer_compressor_ape.weight": "indexer.compress_ape",
-         "indexer_compressor_kv.weight": "indexer.compress_kv.weight",
-         "indexer_compressor_gate.weight": "indexer.compress_gate.weight",
-         "indexer_compressor_norm.weight": "indexer.compress_norm.weight"}
-
 
 def inventory(p, quant):
     """{name: (ne, type)} of spec §1.4 for hyperparameters p and mix quant."""
@@ -98,13 +80,6 @@ def inventory(p, quant):
     return t
 
 
-def llama_name(n):
-    if n.startswith("blk."):
-        _, il, rest = n.split(".", 2)
-        return "blk.%s.%s" % (il, LLAMA.get(rest, rest))
-    return LLAMA.get(n, n)
-
-
 def make(tmp_path, *args):
     if not os.path.exists(MKMODEL):
         pytest.fail("%s is missing: build it first (make all)" % MKMODEL)
@@ -123,16 +98,14 @@ def kv(reader, key):
                                            ("f32", "llamacpp")])
 def test_inventory_and_metadata(tmp_path, quant, dialect):
     r = make(tmp_path, "--quant", quant, "--dialect", dialect, "--fill", "random")
-    want = inventory(TINY, quant)
-    if dialect == "llamacpp":
-        want = {llama_name(n): v for n, v in want.items()}
+    want = inventory(TINY, quant)  # llama.cpp 0c1e57098 spells every tensor as the spec
     got = {t.name: (tuple(int(x) for x in t.shape), t.tensor_type) for t in r.tensors}
     assert set(got) == set(want)
     for n, (ne, ty) in want.items():
         assert got[n] == (ne, ty), n
     p = TINY
     assert kv(r, "general.architecture") == "deepseek4"
-    for key, v in [("block_count", p["L"]), ("embedding_length", p["d"]), ("vocab_size", p["V"]),
+    for key, v in [("block_count", p["L"]), ("embedding_length", p["d"]),
                    ("attention.head_count", p["H"]), ("attention.head_count_kv", 1),
                    ("attention.key_length", p["D"]), ("attention.value_length", p["D"]),
                    ("rope.dimension_count", p["rot"]), ("attention.q_lora_rank", p["q"]),
@@ -142,7 +115,8 @@ def test_inventory_and_metadata(tmp_path, quant, dialect):
                    ("attention.sliding_window", p["swa"]), ("attention.indexer.head_count", p["Hi"]),
                    ("attention.indexer.key_length", p["Di"]), ("attention.indexer.top_k", p["topk"]),
                    ("hyper_connection.sinkhorn_iterations", 20), ("expert_weights_norm", True),
-                   ("rope.scaling.original_context_length", 65536)]:
+                   ("rope.scaling.original_context_length", 65536), ("context_length", 8192),
+                   ("attention.output_lora_rank", p["r"]), ("hyper_connection.count", p["hc"])]:
         assert kv(r, "deepseek4." + key) == v, key
     for key, v in [("hyper_connection.epsilon", 1e-6), ("rope.freq_base", 10000.0),
                    ("rope.scaling.factor", 16.0), ("rope.scaling.yarn_beta_fast", 32.0),
@@ -150,17 +124,23 @@ def test_inventory_and_metadata(tmp_path, quant, dialect):
                    ("attention.compress_rope_freq_base", 160000.0),
                    ("expert_weights_scale", 1.5), ("attention.layer_norm_rms_epsilon", 1e-6)]:
         assert kv(r, "deepseek4." + key) == pytest.approx(v, rel=1e-6), key
-    omitted = ["attention.output_lora_rank", "hyper_connection.count", "attention.compress_ratios"]
-    if dialect == "ds4":
-        assert kv(r, "deepseek4.attention.output_lora_rank") == p["r"]
-        assert kv(r, "deepseek4.hyper_connection.count") == p["hc"]
-        assert list(kv(r, "deepseek4.attention.compress_ratios")) == p["ratios"]
-        assert list(kv(r, "deepseek4.swiglu_clamp_exp")) == [10.0] * p["L"]
-        assert kv(r, "deepseek4.expert_gating_func") is None
-    else:
-        assert all(kv(r, "deepseek4." + k) is None for k in omitted)
-        assert kv(r, "deepseek4.swiglu_clamp_exp") == 10.0
+    assert list(kv(r, "deepseek4.attention.compress_ratios")) == p["ratios"]
+    assert list(kv(r, "deepseek4.swiglu_clamp_exp")) == [10.0] * p["L"]
+    ctx_type = r.fields["deepseek4.context_length"].types[0]
+    ratio_type = r.fields["deepseek4.attention.compress_ratios"].types[1]
+    if dialect == "ds4":  # spec §1.3: context_length u64, ratios u32, no llama.cpp keys
+        assert kv(r, "deepseek4.vocab_size") == p["V"]
+        assert ctx_type == GGUFValueType.UINT64 and ratio_type == GGUFValueType.UINT32
+        for k in ("expert_gating_func", "rope.scaling.type", "swiglu_clamp_shexp",
+                  "embedding_length_out"):
+            assert kv(r, "deepseek4." + k) is None, k
+    else:  # what llama.cpp's converter writes (and its loader needs)
+        assert kv(r, "deepseek4.vocab_size") is None
+        assert ctx_type == GGUFValueType.UINT32 and ratio_type == GGUFValueType.INT32
         assert kv(r, "deepseek4.expert_gating_func") == 4
+        assert kv(r, "deepseek4.rope.scaling.type") == "yarn"
+        assert list(kv(r, "deepseek4.swiglu_clamp_shexp")) == [10.0] * p["L"]
+        assert kv(r, "deepseek4.embedding_length_out") == p["hc"] * p["d"]
     toks = kv(r, "tokenizer.ggml.tokens")
     assert len(toks) == p["V"] and toks[0] == "<｜begin▁of▁sentence｜>"
     assert toks[1] == "<｜end▁of▁sentence｜>" and "｜DSML｜" in toks and "<think>" in toks
