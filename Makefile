@@ -108,7 +108,7 @@ test-fuzz: $(FUZZ_REPLAY)
 	@for r in $(FUZZ_REPLAY); do n=$$(basename $$r _replay); $$r fuzz/corpus/$$n || exit 1; done
 
 # The first test-py on a machine builds the llama-cpp-python wheel (tests/reference/
-# test_llamacpp_ref.py): about 13 min on 2 cores, then cached in ~/.cache/ds4-wheels.
+# test_llamacpp_ref.py): about 8 min on 2 cores, then cached in ~/.cache/ds4-wheels.
 test-py: tools tests venv
 	@tools/ensure_ref_venv.sh
 	@tools/ensure_llama_wheel.sh

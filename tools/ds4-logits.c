@@ -1,17 +1,21 @@
-/* ds4-logits.c — runs the reference forward pass on a token list and writes the logits:
- *   ds4-logits -m MODEL.gguf --tokens 1,2,3 --out FILE.npy [--decode] [--ctx N]
+/* ds4-logits.c — runs the forward pass on a token list and writes the logits:
+ *   ds4-logits -m MODEL.gguf --tokens 1,2,3 --out FILE.npy [--decode] [--fast] [--ctx N]
  * FILE.npy: float32 [n_tokens, n_vocab] (NPY v1.0, C order); row p = the logits after token
- * p. Default order prefill (layer-major, model_prefill_ref); --decode feeds the tokens one
- * at a time (model_forward_ref): both give the same numbers. --ctx: context of the state
- * (default: the token count). Env DS4_NO_QAT_SIM=1: reference mode without the FP8/FP4/F16
- * simulations (ds4-architecture.md §3.8). Any error: one line on stderr, exit code 2.
- * Owns argument parsing and the NPY writer; the computation is src/model/forward_ref.c. */
+ * p. Default: the reference forward (f32 activations), order prefill (layer-major,
+ * model_prefill_ref); --decode feeds the tokens one at a time (model_forward_ref): both give
+ * the same numbers. --fast: the optimized forward instead (model_forward: activations
+ * quantized per ds4-architecture.md §4.1, threads from DS4_THREADS), --decode then one token
+ * per call. --ctx: context of the state (default: the token count). Env DS4_NO_QAT_SIM=1:
+ * reference mode without the FP8/FP4/F16 simulations (§3.8). Any error: one line on stderr,
+ * exit code 2. Owns argument parsing and the NPY writer; the computation is
+ * src/model/forward_ref.c and src/model/forward.c. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/forward.h"
 #include "model/forward_ref.h"
 #include "model/model.h"
 #include "model/state.h"
@@ -31,7 +35,7 @@ static int fail(const char *fmt, ...)
 static int usage(void)
 {
     fprintf(stderr, "usage: ds4-logits -m MODEL.gguf --tokens ID,ID,... --out FILE.npy "
-                    "[--decode] [--ctx N]\n");
+                    "[--decode] [--fast] [--ctx N]\n");
     return 2;
 }
 
@@ -94,12 +98,14 @@ static int write_npy(const char *path, const float *x, uint64_t rows, uint64_t c
 int main(int argc, char **argv)
 {
     const char *mpath = NULL, *toks = NULL, *out = NULL, *why = NULL;
-    int decode = 0;
+    int decode = 0, fast = 0;
     long ctx = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--decode"))
             decode = 1;
+        else if (!strcmp(a, "--fast"))
+            fast = 1;
         else if (i + 1 < argc && (!strcmp(a, "-m") || !strcmp(a, "--model")))
             mpath = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "--tokens"))
@@ -143,9 +149,15 @@ int main(int argc, char **argv)
             rc = ds4_error_set(&err, DS4_E_NOMEM, "out of memory for %ld x %u logits", n,
                                m->hp.n_vocab);
     }
-    if (rc == 0)
+    if (rc == 0 && fast && decode) {
+        for (long i = 0; rc == 0 && i < n; i++)
+            rc = model_forward(m, s, tokens + i, 1, logits + (size_t)i * m->hp.n_vocab, &err);
+    } else if (rc == 0 && fast) {
+        rc = model_forward(m, s, tokens, (uint32_t)n, logits, &err);
+    } else if (rc == 0) {
         rc = (decode ? model_forward_ref : model_prefill_ref)(m, s, tokens, (uint32_t)n, logits,
                                                               &err);
+    }
     if (rc == 0 && write_npy(out, logits, (uint64_t)n, m->hp.n_vocab) != 0)
         rc = ds4_error_set(&err, DS4_E_IO, "%s: cannot write: %s", out, strerror(errno));
     free(logits);
