@@ -25,11 +25,16 @@
 
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 static cpu_isa isa_selected = CPU_ISA_REF;
+/* the activation quantizers of that variant (looked up once: cpu_isa_supported runs CPUID,
+ * which costs microseconds under a hypervisor) */
+static quant_quant_row_fn quant_q8_0, quant_q8_k;
 
 static void isa_init(void)
 {
     cpu_isa isa;
     isa_selected = cpu_isa_select(&isa, NULL) == DS4_OK ? isa : cpu_best_isa();
+    quant_q8_0 = cpu_quant_act_fn(DS4_TYPE_Q8_0, isa_selected);
+    quant_q8_k = cpu_quant_act_fn(DS4_TYPE_Q8_K, isa_selected);
 }
 
 cpu_isa cpu_matmul_isa(void)
@@ -136,8 +141,12 @@ int cpu_act_quantize(cpu_pool *p, cpu_act *a, ds4_type type, const float *x, int
     a->stride = stride;
     /* a piece boundary must fall on a block boundary of every activation type */
     _Static_assert(QUANT_PIECE % QUANT_QK_K == 0, "quantization pieces are whole blocks");
-    quant_job j = {a, cpu_quant_act_fn(type, cpu_matmul_isa()), x, ldx,
-                   (n + QUANT_PIECE - 1) / QUANT_PIECE, 0};
+    cpu_matmul_isa(); /* the quantizers are picked with the kernel variant */
+    quant_job j = {a,
+                   type == DS4_TYPE_Q8_0   ? quant_q8_0
+                   : type == DS4_TYPE_Q8_K ? quant_q8_k
+                                           : quant_quant_row_f32,
+                   x, ldx, (n + QUANT_PIECE - 1) / QUANT_PIECE, 0};
     j.n_pieces = j.pieces_per_row * n_tok;
     int nth = cpu_pool_threads(p);
     if ((int64_t)n_tok * n < QUANT_PAR_MIN || j.n_pieces < 2)

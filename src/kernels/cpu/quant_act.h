@@ -14,7 +14,8 @@ void cpu_quant_row_q8_0_avx512(const float *src, void *dst, int64_t n);
 void cpu_quant_row_q8_k_avx512(const float *src, void *dst, int64_t n);
 
 /* The quantizer of activation type t (Q8_0, Q8_K; F32 copies) for variant isa: the fast one
- * where it exists and isa allows it, else the reference. NULL for any other type. */
+ * where it exists and isa allows it, else the reference. NULL for any other type. Checks the
+ * CPU (CPUID: microseconds under a hypervisor): look it up once, not per row. */
 quant_quant_row_fn cpu_quant_act_fn(ds4_type t, cpu_isa isa);
 
 #endif
