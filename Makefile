@@ -2,7 +2,8 @@
 # `make run` builds, makes a tiny model and runs one prompt through ds4; `make test` installs its own dependencies (Debian
 # packages, a pinned Python venv in .venv/), builds, and runs every test; `make asan` runs the
 # same C tests under ASan+UBSan in build-asan/, `make tsan` the threaded ones under TSan in
-# build-tsan/. CUDA is never needed by these targets.
+# build-tsan/. CUDA is never needed by these targets; `make cuda` builds the CUDA backend,
+# its GPU test and bench into build/cuda/ with nvcc.
 
 BUILD    ?= build
 CC       ?= cc
@@ -32,13 +33,13 @@ TOOL_SRCS  := $(wildcard tools/*.c)
 TOOLS      := $(TOOL_SRCS:tools/%.c=$(BUILD)/bin/%)
 TEST_SRCS  := $(wildcard tests/test_*.c)
 TESTS      := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
-BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_SRCS := $(filter-out bench/cuda_%.c,$(wildcard bench/*.c))
 BENCHES    := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRCS  := $(wildcard fuzz/*_fuzz.c)
 FUZZ_REPLAY:= $(FUZZ_SRCS:fuzz/%_fuzz.c=$(BUILD)/fuzz/%_replay)
 HEADERS    := $(shell find include src tests -name '*.h')
 
-.PHONY: all lib tools tests bench run test test-style test-c test-py test-fuzz asan tsan fuzz fuzz-run deps venv clean
+.PHONY: all lib tools tests bench cuda validate-cuda run test test-style test-c test-py test-fuzz asan tsan fuzz fuzz-run deps venv clean
 
 all: lib tools tests bench $(FUZZ_REPLAY)
 
@@ -78,6 +79,46 @@ $(BUILD)/obj/src/tokenizer/bpe_text.o: data/bpe_text.txt
 $(BUILD)/fuzz/%_replay: fuzz/%_fuzz.c fuzz/replay_main.c $(LIB) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALLFLAGS) $< fuzz/replay_main.c $(LIB) $(LDLIBS) -o $@
+
+# ---- CUDA backend (make cuda; never part of all/test) --------------------------------------
+# The .cu files of src/backend/cuda/ into build/cuda/libds4_cuda.a for sm_80, sm_89 and sm_90a
+# (wgmma-capable), the GPU test tests/cuda/test_cuda_moe and bench/cuda_moe_bench. The test
+# skips without a device; tools/validate_cuda.sh checks the same files offline (CI).
+NVCC          ?= nvcc
+CUDA_HOME     ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
+CUDA_BUILD    := $(BUILD)/cuda
+CUDA_GENCODE  ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_89,code=sm_89 \
+                 -gencode arch=compute_90a,code=sm_90a
+NVCCFLAGS     ?= -O3 -std=c++17 -lineinfo -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
+CUDA_SRCS     := $(sort $(wildcard src/backend/cuda/*.cu))
+CUDA_OBJS     := $(CUDA_SRCS:%.cu=$(CUDA_BUILD)/obj/%.o)
+CUDA_LIB      := $(CUDA_BUILD)/libds4_cuda.a
+CUDA_HEADERS  := $(wildcard src/backend/cuda/*.cuh src/backend/cuda/*.h)
+CUDA_CPPFLAGS := -I$(CUDA_HOME)/include
+CUDA_LDLIBS   := -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++ -ldl -lrt -lpthread
+
+cuda: $(CUDA_LIB) $(CUDA_BUILD)/tests/test_cuda_moe $(CUDA_BUILD)/bench/cuda_moe_bench
+
+$(CUDA_BUILD)/obj/%.o: %.cu $(CUDA_HEADERS) src/quant/blocks.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CPPFLAGS) $(NVCCFLAGS) $(CUDA_GENCODE) -c $< -o $@
+
+$(CUDA_LIB): $(CUDA_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(CUDA_BUILD)/tests/%: tests/cuda/%.c $(CUDA_LIB) $(LIB) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CUDA_CPPFLAGS) -Itests $(ALLFLAGS) $< $(CUDA_LIB) $(LIB) $(CUDA_LDLIBS) $(LDLIBS) -o $@
+
+$(CUDA_BUILD)/bench/%: bench/%.c $(CUDA_LIB) $(LIB) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CUDA_CPPFLAGS) $(ALLFLAGS) -DDS4_BUILD_FLAGS='"$(NVCC) $(NVCCFLAGS) $(CUDA_GENCODE); $(CC) $(ALLFLAGS)"' \
+	  -DDS4_GIT_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' \
+	  $< $(CUDA_LIB) $(LIB) $(CUDA_LDLIBS) $(LDLIBS) -o $@
+
+validate-cuda:
+	@tools/validate_cuda.sh
 
 # ---- the newcomer's commands -------------------------------------------------------------
 # make run: the tools, a tiny random-weight DS4 model with the real BPE vocabulary (made once,

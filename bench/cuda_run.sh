@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# cuda_run.sh — everything the CUDA backend needs from one GPU machine, in one call: builds
+# (unless prebuilt binaries are in $CUDA_BIN, default build-dev/cuda, made by
+# `make cuda BUILD=build-dev ARCH=-march=x86-64-v3` on an x86-64 host and carried), runs the
+# GPU tests (tests/cuda/test_cuda_moe), compute-sanitizer memcheck/racecheck on a few cases,
+# then bench/cuda_moe_bench. Logs under $OUT (default /tmp/cuda_run): nvidia-smi.txt,
+# test.log, sanitizer.log, bench.log, bench.csv, profile.log. Exits non-zero if a test fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/cuda_run}
+mkdir -p "$OUT"
+BIN=${CUDA_BIN:-build-dev/cuda}
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+head -12 "$OUT/nvidia-smi.txt"
+if [ ! -x "$BIN/tests/test_cuda_moe" ] || [ ! -x "$BIN/bench/cuda_moe_bench" ]; then
+    make -j16 cuda BUILD=build-dev > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+    BIN=build-dev/cuda
+fi
+rc=0
+echo "== tests"
+"$BIN/tests/test_cuda_moe" > "$OUT/test.log" 2> "$OUT/test.stderr" || rc=1
+grep -v '^ok' "$OUT/test.log"
+echo "== compute-sanitizer"
+if command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck racecheck; do
+        timeout 240 compute-sanitizer --tool $tool --error-exitcode 3 "$BIN/tests/test_cuda_moe" "n=5" \
+            >> "$OUT/sanitizer.log" 2>&1
+        echo "$tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+    done
+fi
+echo "== bench"
+"$BIN/bench/cuda_moe_bench" --csv "$OUT/bench.csv" > "$OUT/bench.log" 2> "$OUT/profile.log" || rc=1
+cat "$OUT/bench.log"
+grep -E 'tokens=(1|8) ' "$OUT/profile.log" | sort -u | head -40
+exit $rc

@@ -1,0 +1,367 @@
+/* cuda_moe.cu — the decode-MoE dispatcher behind cuda_moe.h: host-side checks, scratch
+ * (Q8_K activations, mids, tiles) grown on demand, the path choice (env, then tuning.cuh),
+ * the launch sequence per path (quantize h; gate/up+SwiGLU; quantize mid; down+sum; the
+ * mini-GEMM path adds the grouping kernel first), the CUDA-event stage profile, and the
+ * random block filler for benchmarks. Holds no MoE kernels (moe_gemv.cu, moe_minigemm.cu). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend/cuda/cuda_moe.h"
+}
+#include "backend/cuda/act_quant.cuh"
+#include "backend/cuda/moe_gemv.cuh"
+#include "backend/cuda/moe_minigemm.cuh"
+
+/* ======== context ====================================================================== */
+
+enum { ST_XQ, ST_ROUTE, ST_GATEUP, ST_MIDQ, ST_DOWN, ST_END, N_EV };
+
+struct cuda_moe_ctx {
+    cudaStream_t stream;
+    bool own_stream;
+    uint64_t *grid;  /* IQ2 tables, device */
+    uint8_t *signs;
+    int *flag;       /* [0]: bad id seen, [1]: tile count */
+    void *scratch;   /* xq | mid f32 | midq | tiles */
+    size_t scratch_bytes;
+    cudaEvent_t ev[N_EV];
+};
+
+static int cuda_fail(ds4_error *err, cudaError_t rc, const char *what)
+{
+    return ds4_error_set(err, rc == cudaErrorMemoryAllocation ? DS4_E_NOMEM : DS4_E_IO,
+                         "cuda: %s: %s", what, cudaGetErrorString(rc));
+}
+
+#define CK(call, what)                                                                        \
+    do {                                                                                      \
+        cudaError_t rc_ = (call);                                                             \
+        if (rc_ != cudaSuccess)                                                               \
+            return cuda_fail(err, rc_, what);                                                 \
+    } while (0)
+
+extern "C" int cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess)
+        return 0;
+    return n;
+}
+
+extern "C" void cuda_moe_ctx_free(cuda_moe_ctx *c)
+{
+    if (!c)
+        return;
+    cudaFree(c->grid);
+    cudaFree(c->signs);
+    cudaFree(c->flag);
+    cudaFree(c->scratch);
+    for (int i = 0; i < N_EV; i++)
+        if (c->ev[i])
+            cudaEventDestroy(c->ev[i]);
+    if (c->own_stream && c->stream)
+        cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+extern "C" int cuda_moe_ctx_new(cuda_moe_ctx **out, void *stream, ds4_error *err)
+{
+    *out = NULL;
+    cuda_moe_ctx *c = (cuda_moe_ctx *)calloc(1, sizeof *c);
+    if (!c)
+        return ds4_error_set(err, DS4_E_NOMEM, "cuda_moe_ctx_new: out of memory");
+    int rc = 0;
+    cudaError_t e;
+    if (stream) {
+        c->stream = (cudaStream_t)stream;
+    } else if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        rc = cuda_fail(err, e, "stream");
+        goto fail;
+    } else {
+        c->own_stream = true;
+    }
+    if ((e = cudaMalloc((void **)&c->grid, sizeof quant_iq2xxs_grid)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->signs, sizeof quant_ksigns_iq2xs)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->flag, 2 * sizeof(int))) != cudaSuccess ||
+        (e = cudaMemcpy(c->grid, quant_iq2xxs_grid, sizeof quant_iq2xxs_grid,
+                        cudaMemcpyHostToDevice)) != cudaSuccess ||
+        (e = cudaMemcpy(c->signs, quant_ksigns_iq2xs, sizeof quant_ksigns_iq2xs,
+                        cudaMemcpyHostToDevice)) != cudaSuccess ||
+        (e = cudaMemset(c->flag, 0, 2 * sizeof(int))) != cudaSuccess) {
+        rc = cuda_fail(err, e, "context buffers");
+        goto fail;
+    }
+    for (int i = 0; i < N_EV; i++)
+        if ((e = cudaEventCreate(&c->ev[i])) != cudaSuccess) {
+            rc = cuda_fail(err, e, "events");
+            goto fail;
+        }
+    *out = c;
+    return 0;
+fail:
+    cuda_moe_ctx_free(c);
+    return rc;
+}
+
+extern "C" void *cuda_moe_stream(cuda_moe_ctx *c) { return c->stream; }
+
+extern "C" int cuda_moe_sync(cuda_moe_ctx *c, ds4_error *err)
+{
+    int flag = 0;
+    CK(cudaStreamSynchronize(c->stream), "sync");
+    CK(cudaMemcpy(&flag, c->flag, sizeof flag, cudaMemcpyDeviceToHost), "flag read");
+    if (flag) {
+        CK(cudaMemset(c->flag, 0, sizeof(int)), "flag reset");
+        return ds4_error_set(err, DS4_E_RANGE, "cuda_moe: an expert id out of range");
+    }
+    return 0;
+}
+
+extern "C" int cuda_moe_poison(cuda_moe_ctx *c, ds4_error *err)
+{
+    if (c->scratch)
+        CK(cudaMemsetAsync(c->scratch, 0xff, c->scratch_bytes, c->stream), "poison");
+    return 0;
+}
+
+/* ======== path choice ================================================================== */
+
+extern "C" const char *cuda_moe_path_name(cuda_moe_path path)
+{
+    return path == CUDA_MOE_MINIGEMM ? "minigemm" : "gemv";
+}
+
+extern "C" cuda_moe_path cuda_moe_auto_path(ds4_type gate_type, int n_tok)
+{
+    const char *env = getenv("DS4_DECODE_MOE_MINIGEMM");
+    if (env && (env[0] == '0' || env[0] == '1') && env[1] == '\0')
+        return env[0] == '1' ? CUDA_MOE_MINIGEMM : CUDA_MOE_GEMV;
+    const int from = gate_type == DS4_TYPE_IQ2_XXS ? CUDA_MOE_MINIGEMM_FROM_IQ2_XXS
+                                                   : CUDA_MOE_MINIGEMM_FROM_Q4_K;
+    return n_tok >= from ? CUDA_MOE_MINIGEMM : CUDA_MOE_GEMV;
+}
+
+static bool stage_profile(void)
+{
+    const char *env = getenv("DS4_MOE_STAGE_PROFILE");
+    return env && env[0] == '1';
+}
+
+/* ======== checks and scratch =========================================================== */
+
+static int wt_type(ds4_type t)
+{
+    return t == DS4_TYPE_IQ2_XXS ? WT_IQ2_XXS : t == DS4_TYPE_Q2_K ? WT_Q2_K
+                                              : t == DS4_TYPE_Q4_K ? WT_Q4_K : -1;
+}
+
+static int check_tensor(const cuda_moe_tensor *t, const char *name, int64_t n_in, int64_t n_out,
+                        ds4_error *err)
+{
+    if (wt_type(t->type) < 0)
+        return ds4_error_set(err, DS4_E_TYPE, "cuda_moe: %s: no CUDA kernel for type %d", name,
+                             (int)t->type);
+    if (t->n_in != n_in || t->n_out != n_out || n_in <= 0 || n_in % QUANT_QK_K || n_out % 16)
+        return ds4_error_set(err, DS4_E_RANGE, "cuda_moe: %s: shape %lld x %lld", name,
+                             (long long)t->n_in, (long long)t->n_out);
+    if (!t->data || t->row_bytes < quant_row_bytes(t->type, n_in) || t->row_bytes % 4 ||
+        t->expert_bytes < t->row_bytes * (size_t)n_out || t->expert_bytes % 4)
+        return ds4_error_set(err, DS4_E_ARG, "cuda_moe: %s: bad data or strides", name);
+    return 0;
+}
+
+static moe_wt to_wt(const cuda_moe_tensor *t)
+{
+    moe_wt w;
+    w.data = (const uint8_t *)t->data;
+    w.row_bytes = t->row_bytes;
+    w.expert_bytes = t->expert_bytes;
+    w.nb = (int)(t->n_in / QUANT_QK_K);
+    w.n_out = (int)t->n_out;
+    return w;
+}
+
+struct scratch_view {
+    quant_block_q8_k *xq, *midq;
+    float *mid;
+    moe_tile *tiles;
+};
+
+static size_t al(size_t n) { return (n + 255) / 256 * 256; }
+
+static int scratch(cuda_moe_ctx *c, int64_t n_embd, int64_t n_ff, int n_used, scratch_view *v,
+                   ds4_error *err)
+{
+    const size_t pairs = (size_t)CUDA_MOE_MAX_TOK * n_used;
+    const size_t xq = al(CUDA_MOE_MAX_TOK * (size_t)(n_embd / QUANT_QK_K) * sizeof(quant_block_q8_k));
+    const size_t mid = al(pairs * (size_t)n_ff * sizeof(float));
+    const size_t midq = al(pairs * (size_t)(n_ff / QUANT_QK_K) * sizeof(quant_block_q8_k));
+    const size_t tiles = al(pairs * sizeof(moe_tile));
+    const size_t need = xq + mid + midq + tiles;
+    if (need > c->scratch_bytes) {
+        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        cudaStreamIsCapturing(c->stream, &cs);
+        if (cs != cudaStreamCaptureStatusNone)
+            return ds4_error_set(err, DS4_E_ARG, "cuda_moe: scratch must grow during a capture");
+        CK(cudaStreamSynchronize(c->stream), "sync");
+        cudaFree(c->scratch);
+        c->scratch = NULL;
+        c->scratch_bytes = 0;
+        CK(cudaMalloc(&c->scratch, need), "scratch");
+        c->scratch_bytes = need;
+    }
+    char *p = (char *)c->scratch;
+    v->xq = (quant_block_q8_k *)p;
+    v->mid = (float *)(p + xq);
+    v->midq = (quant_block_q8_k *)(p + xq + mid);
+    v->tiles = (moe_tile *)(p + xq + mid + midq);
+    return 0;
+}
+
+/* ======== the call ===================================================================== */
+
+extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *err)
+{
+    const cuda_moe_layer *L = a->layer;
+    if (!L || a->n_tok < 0 || a->n_used < 1 || a->n_used > CUDA_MOE_MAX_USED || L->n_expert < 1)
+        return ds4_error_set(err, DS4_E_ARG, "cuda_moe: bad layer or counts");
+    if (a->n_tok == 0)
+        return 0;
+    const int64_t n_embd = L->gate.n_in, n_ff = L->gate.n_out;
+    int rc;
+    if ((rc = check_tensor(&L->gate, "gate", n_embd, n_ff, err)) ||
+        (rc = check_tensor(&L->up, "up", n_embd, n_ff, err)) ||
+        (rc = check_tensor(&L->down, "down", n_ff, n_embd, err)))
+        return rc;
+    if (L->gate.type != L->up.type)
+        return ds4_error_set(err, DS4_E_TYPE, "cuda_moe: gate and up types differ");
+    if (!a->ids || !a->weights || !a->h || !a->y || a->ldh < n_embd || a->ldy < n_embd)
+        return ds4_error_set(err, DS4_E_ARG, "cuda_moe: bad pointers or strides");
+    scratch_view v = {NULL, NULL, NULL, NULL};
+    if ((rc = scratch(c, n_embd, n_ff, a->n_used, &v, err)))
+        return rc;
+    const moe_wt gate = to_wt(&L->gate), up = to_wt(&L->up), down = to_wt(&L->down);
+    const int tg = wt_type(L->gate.type), td = wt_type(L->down.type);
+    const moe_iq2_tables tab = {c->grid, c->signs};
+    const cuda_moe_path path = a->path == CUDA_MOE_AUTO ? cuda_moe_auto_path(L->gate.type, a->n_tok)
+                                                        : a->path;
+    const bool prof = stage_profile();
+    cudaStream_t s = c->stream;
+    for (int t0 = 0; t0 < a->n_tok; t0 += CUDA_MOE_MAX_TOK) {
+        const int nt = a->n_tok - t0 < CUDA_MOE_MAX_TOK ? a->n_tok - t0 : CUDA_MOE_MAX_TOK;
+        const int np = nt * a->n_used;
+        const int32_t *ids = a->ids + (int64_t)t0 * a->n_used;
+        const float *wts = a->weights + (int64_t)t0 * a->n_used;
+        float *y = a->y + t0 * a->ldy;
+        if (prof)
+            CK(cudaEventRecord(c->ev[ST_XQ], s), "event");
+        CK(cuda_act_quant_q8_k(a->h + t0 * a->ldh, a->ldh, nt, n_embd, v.xq, s), "quantize h");
+        if (prof)
+            CK(cudaEventRecord(c->ev[ST_ROUTE], s), "event");
+        if (path == CUDA_MOE_MINIGEMM) {
+            const int cols = nt <= 8 ? 8 : 16;
+            CK(cuda_moe_route(ids, np, L->n_expert, cols, v.tiles, c->flag + 1, c->flag, s), "route");
+            if (prof)
+                CK(cudaEventRecord(c->ev[ST_GATEUP], s), "event");
+            CK(cuda_moe_mma_gate_up(tg, &gate, &up, tab, v.xq, v.tiles, c->flag + 1, np, cols, wts,
+                                    a->n_used, L->clamp, v.mid, s), "mma gate/up");
+            if (prof)
+                CK(cudaEventRecord(c->ev[ST_MIDQ], s), "event");
+            CK(cuda_act_quant_q8_k(v.mid, n_ff, np, n_ff, v.midq, s), "quantize mid");
+            if (prof)
+                CK(cudaEventRecord(c->ev[ST_DOWN], s), "event");
+            CK(cuda_moe_mma_down(td, &down, tab, v.midq, v.tiles, c->flag + 1, cols, nt, a->n_used,
+                                 y, a->ldy, a->accumulate, s), "mma down");
+        } else {
+            if (prof)
+                CK(cudaEventRecord(c->ev[ST_GATEUP], s), "event");
+            CK(cuda_moe_gemv_gate_up(tg, &gate, &up, tab, v.xq, ids, wts, nt, a->n_used,
+                                     L->n_expert, L->clamp, v.mid, c->flag, s), "gemv gate/up");
+            if (prof)
+                CK(cudaEventRecord(c->ev[ST_MIDQ], s), "event");
+            CK(cuda_act_quant_q8_k(v.mid, n_ff, np, n_ff, v.midq, s), "quantize mid");
+            if (prof)
+                CK(cudaEventRecord(c->ev[ST_DOWN], s), "event");
+            CK(cuda_moe_gemv_down(td, &down, tab, v.midq, ids, nt, a->n_used, L->n_expert, y,
+                                  a->ldy, a->accumulate, s), "gemv down");
+        }
+        if (prof) {
+            CK(cudaEventRecord(c->ev[ST_END], s), "event");
+            CK(cudaEventSynchronize(c->ev[ST_END]), "event sync");
+            float ms[N_EV - 1];
+            for (int i = 0; i < N_EV - 1; i++)
+                CK(cudaEventElapsedTime(&ms[i], c->ev[i], c->ev[i + 1]), "event time");
+            float tot = 0.0f;
+            for (int i = 0; i < N_EV - 1; i++)
+                tot += ms[i];
+            fprintf(stderr,
+                    "ds4: CUDA MoE stage layer=%d tokens=%d pairs=%d path=%s gate=%s down=%s "
+                    "xq=%.4f route=%.4f gateup=%.4f midq=%.4f down=%.4f total=%.4f ms\n",
+                    a->layer_index, nt, np, cuda_moe_path_name(path),
+                    quant_get_traits(L->gate.type)->name, quant_get_traits(L->down.type)->name,
+                    ms[ST_XQ], ms[ST_ROUTE], ms[ST_GATEUP], ms[ST_MIDQ], ms[ST_DOWN], tot);
+        }
+    }
+    return 0;
+}
+
+/* ======== random blocks for benchmarks ================================================== */
+
+__device__ __forceinline__ uint32_t hash32(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+/* One thread per block: random bytes, then valid scales and f16 d (as tests/test_moe.c). */
+__global__ void k_fill(uint8_t *p, int type, size_t n_blocks, size_t bb, uint64_t seed, float rms)
+{
+    const size_t b = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (b >= n_blocks)
+        return;
+    uint8_t *q = p + b * bb;
+    const uint64_t base = (seed << 40) ^ (b * 64);
+    for (size_t i = 0; i < bb; i += 2) {
+        const uint32_t r = hash32(base + i);
+        q[i] = (uint8_t)r;
+        if (i + 1 < bb)
+            q[i + 1] = (uint8_t)(r >> 8);
+    }
+    const float u = 0.5f + (hash32(base + 63) & 0xffff) / 65536.0f;
+    if (type == WT_IQ2_XXS) {
+        const __half d = __float2half(rms / 67.0f * u);
+        memcpy(q, &d, 2);
+    } else if (type == WT_Q2_K) {
+        for (int j = 0; j < 16; j++) {
+            const unsigned sc = 1 + q[16 + j] % 15, m = (3 * sc + 1) / 2;
+            q[j] = (uint8_t)(sc | (m > 15 ? 15 : m) << 4);
+        }
+        const __half d = __float2half(rms / 10.0f * u);
+        memcpy(q + 80, &d, 2);
+        memcpy(q + 82, &d, 2);
+    } else {
+        const float df = rms / 166.0f * u;
+        const __half d = __float2half(df), dm = __float2half(7.5f * df);
+        memcpy(q, &d, 2);
+        memcpy(q + 2, &dm, 2);
+    }
+}
+
+extern "C" int cuda_fill_random_blocks(void *dev, ds4_type type, size_t n_blocks, uint64_t seed,
+                                       float rms, ds4_error *err)
+{
+    const int t = wt_type(type);
+    if (t < 0)
+        return ds4_error_set(err, DS4_E_TYPE, "cuda_fill_random_blocks: type %d", (int)type);
+    const size_t bb = quant_get_traits(type)->block_bytes;
+    k_fill<<<(unsigned)((n_blocks + 255) / 256), 256>>>((uint8_t *)dev, t, n_blocks, bb, seed, rms);
+    CK(cudaGetLastError(), "fill");
+    CK(cudaDeviceSynchronize(), "fill sync");
+    return 0;
+}

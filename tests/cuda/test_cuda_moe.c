@@ -1,0 +1,421 @@
+/* test_cuda_moe.c — the CUDA decode-MoE kernels (src/backend/cuda/cuda_moe.h) on a GPU, at the
+ * published dimensions (n_embd 4096, n_ff 2048, 6 experts per token; 16 experts in the
+ * tensors so tokens share some), q2 mix (IQ2_XXS gate/up, Q2_K down) and q4 mix (Q4_K):
+ *  1. both paths, batch 1..16, against cpu_moe_run (the same-precision CPU path, bit-exact to
+ *     the float64-checked reference of tests/test_moe.c) by rel L2 over the whole batch;
+ *     outputs and scratch poisoned (NaN) before every run; every output must be finite;
+ *  2. a float64 reference (dequantized weights, Q8_K round-tripped activations) at batch 1, 4;
+ *  3. grouping: all tokens on the same experts (full tiles, 40 and 70 tokens: split tiles and
+ *     calls), a token repeating an expert, accumulate, the stage profile, the env switch;
+ *  4. an out-of-range id reported by cuda_moe_sync. Skips (exit 0) without a CUDA device.
+ * Usage: test_cuda_moe [case-substring]. Spec: §3.9 step 6, §4.1. */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_moe.h"
+#include "kernels/cpu/moe.h"
+#include "test_util.h"
+
+/* GPU and CPU differ only in f32 summation order and in the rare mid element whose Q8_K
+ * rounding flips (~2e-4 rel L2 per flip at these sizes); a wrong row or scale is O(1). */
+#define GPU_TOL 1e-3
+/* vs float64: the same plus the CPU path's own f32 error (tests/test_moe.c MOE_REF_TOL) */
+#define F64_TOL 1e-3
+
+#define N_EMBD 4096
+#define N_FF 2048
+#define N_EXPERT 16
+#define N_USED 6
+#define MAX_TOK 70
+#define CLAMP 10.0f
+
+static const char *filter;
+static cpu_pool *pool;
+
+static bool want(const char *name) { return !filter || strstr(name, filter); }
+
+#define CUCHECK(x)                                                                            \
+    do {                                                                                      \
+        cudaError_t e_ = (x);                                                                 \
+        if (e_ != cudaSuccess) {                                                              \
+            printf("FAIL  %s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));   \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+/* ======== random layers (host and device copies) ======================================== */
+
+static void rand_block(t_rng *r, ds4_type t, void *blk, double rms)
+{
+    if (t == DS4_TYPE_IQ2_XXS) {
+        quant_block_iq2_xxs *b = blk;
+        for (int i = 0; i < 32; i++)
+            b->qs[i] = (uint16_t)t_next(r);
+        b->d = quant_f32_to_f16((float)(rms / 67.0 * (0.5 + t_uniform(r))));
+    } else if (t == DS4_TYPE_Q2_K) {
+        quant_block_q2_k *b = blk;
+        for (int j = 0; j < 16; j++) {
+            uint32_t sc = 1 + (uint32_t)(t_next(r) % 15), m = (3 * sc + 1) / 2;
+            b->scales[j] = (uint8_t)(sc | (m > 15 ? 15 : m) << 4);
+        }
+        for (int i = 0; i < 64; i++)
+            b->qs[i] = (uint8_t)t_next(r);
+        b->d = b->dmin = quant_f32_to_f16((float)(rms / 10.0 * (0.5 + t_uniform(r))));
+    } else {
+        quant_block_q4_k *b = blk;
+        uint8_t sc[8];
+        for (int j = 0; j < 8; j++)
+            sc[j] = (uint8_t)(1 + t_next(r) % 63);
+        for (int j = 0; j < 4; j++) {
+            b->scales[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+            b->scales[j + 4] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+            b->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (sc[j + 4] & 15) << 4);
+        }
+        for (int i = 0; i < 128; i++)
+            b->qs[i] = (uint8_t)t_next(r);
+        float d = (float)(rms / 166.0 * (0.5 + t_uniform(r)));
+        b->d = quant_f32_to_f16(d);
+        b->dmin = quant_f32_to_f16(7.5f * d);
+    }
+}
+
+typedef struct layer {
+    cpu_moe_layer cpu;
+    cuda_moe_layer gpu;
+} layer;
+
+static void rand_tensor(cpu_moe_tensor *T, cuda_moe_tensor *G, ds4_type type, int64_t n_in,
+                        int64_t n_out, double rms, t_rng *r)
+{
+    const size_t bb = quant_get_traits(type)->block_bytes;
+    T->type = G->type = type;
+    T->n_in = G->n_in = n_in;
+    T->n_out = G->n_out = n_out;
+    T->row_bytes = G->row_bytes = quant_row_bytes(type, n_in);
+    T->expert_bytes = G->expert_bytes = T->row_bytes * (size_t)n_out;
+    const size_t bytes = T->expert_bytes * N_EXPERT;
+    uint8_t *p = malloc(bytes);
+    if (!p)
+        exit(1);
+    for (size_t b = 0; b < bytes / bb; b++)
+        rand_block(r, type, p + b * bb, rms);
+    void *d;
+    CUCHECK(cudaMalloc(&d, bytes));
+    CUCHECK(cudaMemcpy(d, p, bytes, cudaMemcpyHostToDevice));
+    T->data = p;
+    G->data = d;
+}
+
+static void make_layer(layer *L, bool q2, uint64_t seed)
+{
+    t_rng r = {seed};
+    const ds4_type gt = q2 ? DS4_TYPE_IQ2_XXS : DS4_TYPE_Q4_K, dt = q2 ? DS4_TYPE_Q2_K : DS4_TYPE_Q4_K;
+    memset(L, 0, sizeof *L);
+    L->cpu.n_expert = L->gpu.n_expert = N_EXPERT;
+    L->cpu.clamp = L->gpu.clamp = CLAMP;
+    const double wr = 6.0 / sqrt((double)N_EMBD);
+    rand_tensor(&L->cpu.gate, &L->gpu.gate, gt, N_EMBD, N_FF, wr, &r);
+    rand_tensor(&L->cpu.up, &L->gpu.up, gt, N_EMBD, N_FF, wr, &r);
+    rand_tensor(&L->cpu.down, &L->gpu.down, dt, N_FF, N_EMBD, 0.5 / sqrt((double)N_FF), &r);
+}
+
+static void free_layer(layer *L)
+{
+    free((void *)L->cpu.gate.data), free((void *)L->cpu.up.data), free((void *)L->cpu.down.data);
+    cudaFree((void *)L->gpu.gate.data), cudaFree((void *)L->gpu.up.data);
+    cudaFree((void *)L->gpu.down.data);
+}
+
+/* ======== batches ======================================================================= */
+
+enum { R_RANDOM, R_SHARED, R_REPEAT };
+
+typedef struct batch {
+    int n;
+    float h[MAX_TOK][N_EMBD];
+    int32_t ids[MAX_TOK][N_USED];
+    float w[MAX_TOK][N_USED];
+} batch;
+
+static void make_batch(batch *B, int n, int routing, uint64_t seed)
+{
+    t_rng r = {seed};
+    B->n = n;
+    for (int t = 0; t < n; t++) {
+        for (int i = 0; i < N_EMBD; i++)
+            B->h[t][i] = (float)t_normal(&r);
+        for (int k = 0; k < N_USED; k++) {
+            int e, dup;
+            do {
+                e = (int)(t_next(&r) % N_EXPERT);
+                dup = 0;
+                for (int j = 0; j < k; j++)
+                    dup |= B->ids[t][j] == e;
+            } while (dup);
+            B->ids[t][k] = routing == R_SHARED && t > 0 ? B->ids[0][k] : e;
+            B->w[t][k] = (float)(0.1 + 0.4 * t_uniform(&r));
+        }
+        if (routing == R_REPEAT)
+            B->ids[t][N_USED - 1] = B->ids[t][0];
+    }
+}
+
+/* ======== running both sides ============================================================ */
+
+static double rel_l2(const float *a, const float *ref, size_t n, bool *finite)
+{
+    double num = 0, den = 0;
+    *finite = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]))
+            *finite = false;
+        const double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+typedef struct gpu_bufs {
+    int32_t *ids;
+    float *w, *h, *y;
+} gpu_bufs;
+
+/* Runs B on the GPU (y starts as y0 when accumulate, else poisoned); out gets y. */
+static int run_gpu(cuda_moe_ctx *ctx, gpu_bufs *g, const layer *L, const batch *B,
+                   cuda_moe_path path, bool accumulate, const float *y0, float *out, ds4_error *err)
+{
+    const size_t ny = (size_t)B->n * N_EMBD;
+    CUCHECK(cudaMemcpy(g->ids, B->ids, sizeof(int32_t) * B->n * N_USED, cudaMemcpyHostToDevice));
+    CUCHECK(cudaMemcpy(g->w, B->w, sizeof(float) * B->n * N_USED, cudaMemcpyHostToDevice));
+    CUCHECK(cudaMemcpy(g->h, B->h, sizeof(float) * ny, cudaMemcpyHostToDevice));
+    if (accumulate)
+        CUCHECK(cudaMemcpy(g->y, y0, sizeof(float) * ny, cudaMemcpyHostToDevice));
+    else
+        CUCHECK(cudaMemset(g->y, 0xff, sizeof(float) * ny));
+    CUCHECK(cudaDeviceSynchronize()); /* the copies above ran on the legacy stream */
+    if (cuda_moe_poison(ctx, err))
+        return -1;
+    cuda_moe_args a = {&L->gpu, B->n, N_USED, g->ids, g->w, g->h, N_EMBD, g->y, N_EMBD,
+                       accumulate, path, 0};
+    int rc = cuda_moe_run(ctx, &a, err);
+    if (!rc)
+        rc = cuda_moe_sync(ctx, err);
+    CUCHECK(cudaMemcpy(out, g->y, sizeof(float) * ny, cudaMemcpyDeviceToHost));
+    return rc;
+}
+
+static void run_cpu(cpu_moe_ctx *cc, const layer *L, const batch *B, bool accumulate, float *y)
+{
+    ds4_error err;
+    cpu_moe_args a = {&L->cpu, B->n, N_USED, &B->ids[0][0], &B->w[0][0], &B->h[0][0], N_EMBD,
+                      y, N_EMBD, accumulate, CPU_MOE_AUTO, 0};
+    if (cpu_moe_run(cc, pool, &a, &err)) {
+        printf("FAIL  cpu_moe_run: %s\n", err.msg);
+        exit(1);
+    }
+}
+
+/* ======== float64 reference ============================================================= */
+
+static void q8k_round_trip(const float *x, int64_t n, double *out)
+{
+    quant_block_q8_k q[N_EMBD / QUANT_QK_K];
+    float f[N_EMBD];
+    quant_quant_row_q8_k(x, q, n);
+    quant_dequant_row_q8_k(q, f, n);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = f[i];
+}
+
+static double swiglu_f64(double g, double u, double c, double w)
+{
+    g = g > c ? c : g;
+    u = u > c ? c : u < -c ? -c : u;
+    return g / (1.0 + exp(-g)) * u * w;
+}
+
+static void ref_f64(const layer *L, const batch *B, float *y)
+{
+    static float wrow[N_EMBD], midf[N_FF];
+    static double x[N_EMBD], m[N_FF], gg[N_FF];
+    const cpu_moe_tensor *G = &L->cpu.gate, *U = &L->cpu.up, *D = &L->cpu.down;
+    for (int t = 0; t < B->n; t++) {
+        double acc[N_EMBD] = {0};
+        q8k_round_trip(B->h[t], N_EMBD, x);
+        for (int k = 0; k < N_USED; k++) {
+            const int e = B->ids[t][k];
+            for (int r = 0; r < N_FF; r++) {
+                double sg = 0, su = 0;
+                quant_get_traits(G->type)->dequant_row((const uint8_t *)G->data + e * G->expert_bytes + r * G->row_bytes, wrow, N_EMBD);
+                for (int i = 0; i < N_EMBD; i++)
+                    sg += wrow[i] * x[i];
+                quant_get_traits(U->type)->dequant_row((const uint8_t *)U->data + e * U->expert_bytes + r * U->row_bytes, wrow, N_EMBD);
+                for (int i = 0; i < N_EMBD; i++)
+                    su += wrow[i] * x[i];
+                gg[r] = swiglu_f64(sg, su, CLAMP, B->w[t][k]);
+                midf[r] = (float)gg[r];
+            }
+            q8k_round_trip(midf, N_FF, m);
+            for (int r = 0; r < N_EMBD; r++) {
+                quant_get_traits(D->type)->dequant_row((const uint8_t *)D->data + e * D->expert_bytes + r * D->row_bytes, wrow, N_FF);
+                double s = 0;
+                for (int i = 0; i < N_FF; i++)
+                    s += wrow[i] * m[i];
+                acc[r] += s;
+            }
+        }
+        for (int r = 0; r < N_EMBD; r++)
+            y[t * N_EMBD + r] = (float)acc[r];
+    }
+}
+
+/* ======== cases ========================================================================= */
+
+static void check(const char *name, const float *gpu, const float *ref, size_t n, double tol,
+                  int rc, uint64_t seed)
+{
+    bool finite;
+    const double e = rel_l2(gpu, ref, n, &finite);
+    const bool ok = rc == 0 && finite && e < tol;
+    t_case(ok, e, tol, "%s%s", name, finite ? "" : " (unwritten/NaN)");
+    if (!ok)
+        printf("      seed %llu: rerun with test_cuda_moe '%s'\n", (unsigned long long)seed, name);
+}
+
+static void mix_cases(bool q2, cuda_moe_ctx *ctx, cpu_moe_ctx *cc, gpu_bufs *g, batch *B,
+                      float *yc, float *yg, float *y0)
+{
+    const char *mix = q2 ? "q2" : "q4";
+    layer L;
+    make_layer(&L, q2, q2 ? 11 : 12);
+    ds4_error err;
+    char name[96];
+    for (int n = 1; n <= 16; n++) {
+        const uint64_t seed = 100 + n;
+        make_batch(B, n, R_RANDOM, seed);
+        bool ran = false;
+        for (int p = 0; p < 2; p++) {
+            snprintf(name, sizeof name, "%s %s n=%d", mix, p ? "minigemm" : "gemv", n);
+            if (!want(name))
+                continue;
+            if (!ran)
+                run_cpu(cc, &L, B, false, yc), ran = true;
+            int rc = run_gpu(ctx, g, &L, B, (cuda_moe_path)p, false, NULL, yg, &err);
+            check(name, yg, yc, (size_t)n * N_EMBD, GPU_TOL, rc, seed);
+        }
+    }
+    for (int n = 1; n <= 4; n += 3) {
+        snprintf(name, sizeof name, "%s vs float64 n=%d", mix, n);
+        if (!want(name))
+            continue;
+        make_batch(B, n, R_RANDOM, 200 + n);
+        ref_f64(&L, B, yc);
+        for (int p = 0; p < 2; p++) {
+            int rc = run_gpu(ctx, g, &L, B, (cuda_moe_path)p, false, NULL, yg, &err);
+            snprintf(name, sizeof name, "%s %s vs float64 n=%d", mix, p ? "minigemm" : "gemv", n);
+            check(name, yg, yc, (size_t)n * N_EMBD, F64_TOL, rc, 200 + n);
+        }
+    }
+    static const struct { const char *what; int routing, n; bool acc; } extra[] = {
+        {"shared experts", R_SHARED, 16, false}, {"shared experts", R_SHARED, 40, false},
+        {"shared experts", R_SHARED, 70, false}, {"repeated id", R_REPEAT, 5, false},
+        {"accumulate", R_RANDOM, 3, true},       {"random", R_RANDOM, 70, false},
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        const uint64_t seed = 300 + i;
+        make_batch(B, extra[i].n, extra[i].routing, seed);
+        const size_t ny = (size_t)extra[i].n * N_EMBD;
+        bool ran = false;
+        for (int p = 0; p < 2; p++) {
+            snprintf(name, sizeof name, "%s %s %s n=%d", mix, p ? "minigemm" : "gemv",
+                     extra[i].what, extra[i].n);
+            if (!want(name))
+                continue;
+            if (!ran) {
+                for (size_t k = 0; k < ny; k++)
+                    y0[k] = yc[k] = (float)(k % 7) - 3.0f;
+                run_cpu(cc, &L, B, extra[i].acc, yc), ran = true;
+            }
+            int rc = run_gpu(ctx, g, &L, B, (cuda_moe_path)p, extra[i].acc, y0, yg, &err);
+            check(name, yg, yc, ny, GPU_TOL, rc, seed);
+        }
+    }
+    snprintf(name, sizeof name, "%s stage profile", mix);
+    if (want(name)) {
+        make_batch(B, 4, R_RANDOM, 400);
+        run_cpu(cc, &L, B, false, yc);
+        setenv("DS4_MOE_STAGE_PROFILE", "1", 1);
+        for (int p = 0; p < 2; p++) {
+            int rc = run_gpu(ctx, g, &L, B, (cuda_moe_path)p, false, NULL, yg, &err);
+            snprintf(name, sizeof name, "%s %s stage profile", mix, p ? "minigemm" : "gemv");
+            check(name, yg, yc, 4 * N_EMBD, GPU_TOL, rc, 400);
+        }
+        unsetenv("DS4_MOE_STAGE_PROFILE");
+    }
+    snprintf(name, sizeof name, "%s bad id", mix);
+    if (want(name)) {
+        make_batch(B, 2, R_RANDOM, 500);
+        B->ids[1][2] = N_EXPERT;
+        for (int p = 0; p < 2; p++) {
+            int rc = run_gpu(ctx, g, &L, B, (cuda_moe_path)p, false, NULL, yg, &err);
+            t_check(rc == DS4_E_RANGE, "%s %s bad id -> DS4_E_RANGE (rc %d)", mix,
+                    p ? "minigemm" : "gemv", rc);
+            t_check(cuda_moe_sync(ctx, &err) == 0, "%s %s sync clean after bad id", mix,
+                    p ? "minigemm" : "gemv");
+        }
+    }
+    free_layer(&L);
+}
+
+int main(int argc, char **argv)
+{
+    filter = argc > 1 ? argv[1] : NULL;
+    if (cuda_device_count() == 0) {
+        t_skip("no CUDA device", "cuda_moe (every case)");
+        printf("%d passed, %d failed, %d skipped\n", t_passed, t_failed, t_skipped);
+        return 0;
+    }
+    struct cudaDeviceProp prop;
+    CUCHECK(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor,
+           prop.multiProcessorCount);
+    ds4_error err;
+    cuda_moe_ctx *ctx;
+    cpu_moe_ctx *cc;
+    if (cuda_moe_ctx_new(&ctx, NULL, &err) || cpu_moe_ctx_new(&cc, &err) ||
+        cpu_pool_new(&pool, cpu_pool_default_threads(), &err)) {
+        printf("FAIL  setup: %s\n", err.msg);
+        return 1;
+    }
+    gpu_bufs g;
+    CUCHECK(cudaMalloc((void **)&g.ids, sizeof(int32_t) * MAX_TOK * N_USED));
+    CUCHECK(cudaMalloc((void **)&g.w, sizeof(float) * MAX_TOK * N_USED));
+    CUCHECK(cudaMalloc((void **)&g.h, sizeof(float) * MAX_TOK * N_EMBD));
+    CUCHECK(cudaMalloc((void **)&g.y, sizeof(float) * MAX_TOK * N_EMBD));
+    batch *B = malloc(sizeof *B);
+    float *yc = malloc(sizeof(float) * MAX_TOK * N_EMBD), *yg = malloc(sizeof(float) * MAX_TOK * N_EMBD);
+    float *y0 = malloc(sizeof(float) * MAX_TOK * N_EMBD);
+    if (!B || !yc || !yg || !y0)
+        return 1;
+
+    /* the env switch and the table */
+    setenv("DS4_DECODE_MOE_MINIGEMM", "1", 1);
+    t_check(cuda_moe_auto_path(DS4_TYPE_IQ2_XXS, 1) == CUDA_MOE_MINIGEMM, "env DS4_DECODE_MOE_MINIGEMM=1");
+    setenv("DS4_DECODE_MOE_MINIGEMM", "0", 1);
+    t_check(cuda_moe_auto_path(DS4_TYPE_Q4_K, 16) == CUDA_MOE_GEMV, "env DS4_DECODE_MOE_MINIGEMM=0");
+    unsetenv("DS4_DECODE_MOE_MINIGEMM");
+
+    mix_cases(true, ctx, cc, &g, B, yc, yg, y0);
+    mix_cases(false, ctx, cc, &g, B, yc, yg, y0);
+
+    free(B), free(yc), free(yg), free(y0);
+    cudaFree(g.ids), cudaFree(g.w), cudaFree(g.h), cudaFree(g.y);
+    cuda_moe_ctx_free(ctx);
+    cpu_moe_ctx_free(cc);
+    cpu_pool_free(pool);
+    printf("%d passed, %d failed, %d skipped\n", t_passed, t_failed, t_skipped);
+    return t_failed ? 1 : 0;
+}
