@@ -90,6 +90,7 @@ CUDA_BUILD    := $(BUILD)/cuda
 CUDA_GENCODE  ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_89,code=sm_89 \
                  -gencode arch=compute_90a,code=sm_90a
 NVCCFLAGS     ?= -O3 -std=c++17 -lineinfo -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
+CUDA_TUNE     ?=# -D overrides of src/backend/cuda/tuning.cuh (bench sweeps)
 CUDA_SRCS     := $(sort $(wildcard src/backend/cuda/*.cu))
 CUDA_OBJS     := $(CUDA_SRCS:%.cu=$(CUDA_BUILD)/obj/%.o)
 CUDA_LIB      := $(CUDA_BUILD)/libds4_cuda.a
@@ -101,7 +102,7 @@ cuda: $(CUDA_LIB) $(CUDA_BUILD)/tests/test_cuda_moe $(CUDA_BUILD)/bench/cuda_moe
 
 $(CUDA_BUILD)/obj/%.o: %.cu $(CUDA_HEADERS) src/quant/blocks.h
 	@mkdir -p $(dir $@)
-	$(NVCC) $(CPPFLAGS) $(NVCCFLAGS) $(CUDA_GENCODE) -c $< -o $@
+	$(NVCC) $(CPPFLAGS) $(NVCCFLAGS) $(CUDA_TUNE) $(CUDA_GENCODE) -c $< -o $@
 
 $(CUDA_LIB): $(CUDA_OBJS)
 	@mkdir -p $(dir $@)
@@ -113,7 +114,7 @@ $(CUDA_BUILD)/tests/%: tests/cuda/%.c $(CUDA_LIB) $(LIB) $(HEADERS)
 
 $(CUDA_BUILD)/bench/%: bench/%.c $(CUDA_LIB) $(LIB) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CUDA_CPPFLAGS) $(ALLFLAGS) -DDS4_BUILD_FLAGS='"$(NVCC) $(NVCCFLAGS) $(CUDA_GENCODE); $(CC) $(ALLFLAGS)"' \
+	$(CC) $(CPPFLAGS) $(CUDA_CPPFLAGS) $(ALLFLAGS) -DDS4_BUILD_FLAGS='"$(NVCC) $(NVCCFLAGS) $(CUDA_TUNE) $(CUDA_GENCODE); $(CC) $(ALLFLAGS)"' \
 	  -DDS4_GIT_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' \
 	  $< $(CUDA_LIB) $(LIB) $(CUDA_LDLIBS) $(LDLIBS) -o $@
 

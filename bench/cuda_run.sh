@@ -31,5 +31,13 @@ fi
 echo "== bench"
 "$BIN/bench/cuda_moe_bench" --csv "$OUT/bench.csv" > "$OUT/bench.log" 2> "$OUT/profile.log" || rc=1
 cat "$OUT/bench.log"
+# tuning variants (build-dev/v*/cuda, made with make cuda CUDA_TUNE=...): one table each
+for v in build-dev/v*/cuda; do
+    [ -x "$v/bench/cuda_moe_bench" ] || continue
+    n=$(basename "$(dirname "$v")")
+    echo "== variant $n"
+    "$v/bench/cuda_moe_bench" --reps 9 --csv "$OUT/bench-$n.csv" > "$OUT/bench-$n.log" 2>/dev/null || rc=1
+    grep -E '^# build|cold' "$OUT/bench-$n.log"
+done
 grep -E 'tokens=(1|8) ' "$OUT/profile.log" | sort -u | head -40
 exit $rc

@@ -133,6 +133,20 @@ __device__ __forceinline__ float moe_swiglu(float g, float u, float c, float w)
     return (g / (1.0f + expf(-g)) * u) * w;
 }
 
+/* Starts pulling the 128-byte line of p into L2 (no register, no wait). */
+__device__ __forceinline__ void prefetch_l2(const void *p)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+/* Prefetches the bytes [p, p + n) line by line, lanes of a warp taking turns. */
+__device__ __forceinline__ void prefetch_span(const void *p, size_t n, int lane)
+{
+    const uintptr_t a0 = (uintptr_t)p & ~(uintptr_t)127, a1 = (uintptr_t)p + n;
+    for (uintptr_t a = a0 + 128 * (uintptr_t)lane; a < a1; a += 128 * 32)
+        prefetch_l2((const void *)a);
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll

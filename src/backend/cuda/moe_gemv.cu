@@ -48,12 +48,14 @@ __device__ __forceinline__ smem_x stage_x(unsigned char *raw, const quant_block_
 
 /* Lane part of one row . one staged activation row: lane = 8*bi + j takes chunk j of blocks
  * bi, bi+4, ... */
-template <int T>
+template <int T, int NB>
 __device__ __forceinline__ float row_dot(const typename wt_block<T>::type *w, const smem_x &s,
-                                         int xrow, int nb, int lane)
+                                         int xrow, int nb_rt, int lane)
 {
     const int j = lane & 7;
+    const int nb = NB ? NB : nb_rt; /* NB: the block count known at compile time (unrolled) */
     float acc = 0.0f;
+#pragma unroll
     for (int b = lane >> 3; b < nb; b += 4) {
         const typename wt_block<T>::type *blk = w + b;
         const int xb = xrow * nb + b;
@@ -74,7 +76,7 @@ __device__ __forceinline__ float row_dot(const typename wt_block<T>::type *w, co
     return acc;
 }
 
-template <int T>
+template <int T, int NB>
 __global__ void __launch_bounds__(CUDA_GEMV_WARPS * 32)
 k_gemv_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k *xq,
                const int32_t *ids, const float *wts, int n_used, int n_expert, float clamp,
@@ -93,6 +95,14 @@ k_gemv_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_
             mid[(int64_t)pair * gate.n_out + row0 + lane] = 0.0f;
         return;
     }
+    /* the warp's rows start streaming in while the activation is staged */
+    {
+        const int r0 = min(row0, gate.n_out - CUDA_GEMV_GU_ROWS);
+        prefetch_span(gate.data + (size_t)e * gate.expert_bytes + (size_t)r0 * gate.row_bytes,
+                      CUDA_GEMV_GU_ROWS * gate.row_bytes, lane);
+        prefetch_span(up.data + (size_t)e * up.expert_bytes + (size_t)r0 * up.row_bytes,
+                      CUDA_GEMV_GU_ROWS * up.row_bytes, lane);
+    }
     const smem_x s = stage_x(raw, xq + (int64_t)tok * nb, 1, nb, tab, T == WT_IQ2_XXS);
     __syncthreads();
     float g[CUDA_GEMV_GU_ROWS], u[CUDA_GEMV_GU_ROWS];
@@ -101,8 +111,8 @@ k_gemv_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_
         const int row = min(row0 + r, gate.n_out - 1);
         const B *wg = (const B *)(gate.data + (size_t)e * gate.expert_bytes + (size_t)row * gate.row_bytes);
         const B *wu = (const B *)(up.data + (size_t)e * up.expert_bytes + (size_t)row * up.row_bytes);
-        g[r] = row_dot<T>(wg, s, 0, nb, lane);
-        u[r] = row_dot<T>(wu, s, 0, nb, lane);
+        g[r] = row_dot<T, NB>(wg, s, 0, nb, lane);
+        u[r] = row_dot<T, NB>(wu, s, 0, nb, lane);
     }
 #pragma unroll
     for (int r = 0; r < CUDA_GEMV_GU_ROWS; r++) {
@@ -112,7 +122,7 @@ k_gemv_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_
     }
 }
 
-template <int T>
+template <int T, int NB>
 __global__ void __launch_bounds__(CUDA_GEMV_WARPS * 32)
 k_gemv_down(moe_wt down, moe_iq2_tables tab, const quant_block_q8_k *midq, const int32_t *ids,
             int n_used, int n_expert, float *y, int64_t ldy, int accumulate)
@@ -120,6 +130,14 @@ k_gemv_down(moe_wt down, moe_iq2_tables tab, const quant_block_q8_k *midq, const
     typedef typename wt_block<T>::type B;
     extern __shared__ __align__(16) unsigned char raw[];
     const int tok = blockIdx.y, nb = down.nb;
+    {
+        const int r0 = min((int)((blockIdx.x * CUDA_GEMV_WARPS + (threadIdx.x >> 5)) * CUDA_GEMV_DOWN_ROWS),
+                           down.n_out - CUDA_GEMV_DOWN_ROWS);
+        const int e0 = ids[tok * n_used];
+        if (e0 >= 0 && e0 < n_expert) /* the first expert's rows stream in during the staging */
+            prefetch_span(down.data + (size_t)e0 * down.expert_bytes + (size_t)r0 * down.row_bytes,
+                          CUDA_GEMV_DOWN_ROWS * down.row_bytes, threadIdx.x & 31);
+    }
     const smem_x s = stage_x(raw, midq + (int64_t)tok * n_used * nb, n_used, nb, tab,
                              T == WT_IQ2_XXS);
     __syncthreads();
@@ -137,7 +155,7 @@ k_gemv_down(moe_wt down, moe_iq2_tables tab, const quant_block_q8_k *midq, const
         for (int r = 0; r < CUDA_GEMV_DOWN_ROWS; r++) {
             const int row = min(row0 + r, down.n_out - 1);
             const B *w = (const B *)(down.data + (size_t)e * down.expert_bytes + (size_t)row * down.row_bytes);
-            acc[r] += row_dot<T>(w, s, k, nb, lane);
+            acc[r] += row_dot<T, NB>(w, s, k, nb, lane);
         }
     }
 #pragma unroll
@@ -158,8 +176,13 @@ static cudaError_t launch_gate_up(const moe_wt *gate, const moe_wt *up, moe_iq2_
 {
     const int rows_per_block = CUDA_GEMV_WARPS * CUDA_GEMV_GU_ROWS;
     const dim3 grid((gate->n_out + rows_per_block - 1) / rows_per_block, n_tok * n_used);
-    k_gemv_gate_up<T><<<grid, CUDA_GEMV_WARPS * 32, smem_x_bytes(1, gate->nb), s>>>(
-        *gate, *up, tab, xq, ids, wts, n_used, n_expert, clamp, mid, err);
+    const size_t smem = smem_x_bytes(1, gate->nb);
+    if (gate->nb == 16) /* n_embd 4096 */
+        k_gemv_gate_up<T, 16><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(
+            *gate, *up, tab, xq, ids, wts, n_used, n_expert, clamp, mid, err);
+    else
+        k_gemv_gate_up<T, 0><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(
+            *gate, *up, tab, xq, ids, wts, n_used, n_expert, clamp, mid, err);
     return cudaGetLastError();
 }
 
@@ -170,15 +193,20 @@ static cudaError_t launch_down(const moe_wt *down, moe_iq2_tables tab, const qua
 {
     const int rows_per_block = CUDA_GEMV_WARPS * CUDA_GEMV_DOWN_ROWS;
     const size_t smem = smem_x_bytes(n_used, down->nb);
+    const bool nb8 = down->nb == 8; /* n_ff 2048 */
     if (smem > 48 * 1024) {
-        cudaError_t rc = cudaFuncSetAttribute(k_gemv_down<T>,
+        cudaError_t rc = cudaFuncSetAttribute(nb8 ? k_gemv_down<T, 8> : k_gemv_down<T, 0>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (rc != cudaSuccess)
             return rc;
     }
     const dim3 grid((down->n_out + rows_per_block - 1) / rows_per_block, n_tok);
-    k_gemv_down<T><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(*down, tab, midq, ids, n_used, n_expert,
-                                                             y, ldy, accumulate ? 1 : 0);
+    if (nb8)
+        k_gemv_down<T, 8><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(*down, tab, midq, ids, n_used,
+                                                                   n_expert, y, ldy, accumulate ? 1 : 0);
+    else
+        k_gemv_down<T, 0><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(*down, tab, midq, ids, n_used,
+                                                                   n_expert, y, ldy, accumulate ? 1 : 0);
     return cudaGetLastError();
 }
 

@@ -121,15 +121,16 @@ __device__ __forceinline__ void tile_block(const typename wt_block<T>::type *ra,
 /* ======== gate/up + SwiGLU ============================================================= */
 
 template <int T, int NT>
-__global__ void __launch_bounds__(CUDA_MMA_GU_WARPS * 32, 1)
+__global__ void __launch_bounds__(CUDA_MMA_GU_WARPS * 32, CUDA_MMA_GU_BLOCKS_PER_SM)
 k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k *xq,
               const moe_tile *tiles, const int *n_tiles, const float *wts, int n_used,
               float clamp, float *mid)
 {
     typedef typename wt_block<T>::type B;
+    constexpr int KW = CUDA_MMA_GU_WARPS / 2; /* warps per matrix, splitting the K blocks */
     __shared__ uint64_t sgrid[256];
     __shared__ uint8_t ssign[128];
-    __shared__ float red[CUDA_MMA_GU_WARPS][2][NT * 4][32];
+    __shared__ float red[2][KW][NT * 4][32];
     if ((int)blockIdx.y >= *n_tiles)
         return;
     if constexpr (T == WT_IQ2_XXS) {
@@ -141,6 +142,7 @@ k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k
     const moe_tile &tl = tiles[blockIdx.y];
     const int n = tl.n, e = tl.expert, nb = gate.nb, n_ff = gate.n_out;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tid = lane & 3;
+    const int mat = warp / KW, ks = warp % KW; /* mat 0: gate, 1: up */
     const int row0 = blockIdx.x * 16;
     const quant_block_q8_k *xb[NT], *xe[NT][2];
 #pragma unroll
@@ -153,46 +155,43 @@ k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k
             xe[nt][i] = xq + (int64_t)(tl.pair[cc < n ? cc : 0] / n_used) * nb;
         }
     }
-    const B *g_a = (const B *)(gate.data + (size_t)e * gate.expert_bytes + (size_t)(row0 + g) * gate.row_bytes);
-    const B *g_b = (const B *)((const uint8_t *)g_a + 8 * gate.row_bytes);
-    const B *u_a = (const B *)(up.data + (size_t)e * up.expert_bytes + (size_t)(row0 + g) * up.row_bytes);
-    const B *u_b = (const B *)((const uint8_t *)u_a + 8 * up.row_bytes);
+    const moe_wt &W = mat ? up : gate;
+    const B *w_a = (const B *)(W.data + (size_t)e * W.expert_bytes + (size_t)(row0 + g) * W.row_bytes);
+    const B *w_b = (const B *)((const uint8_t *)w_a + 8 * W.row_bytes);
+    if (ks < nb) { /* this warp's first K block of rows g and g+8, during the table staging */
+        prefetch_l2(w_a + ks);
+        prefetch_l2((const uint8_t *)(w_a + ks) + sizeof(B) - 1);
+        prefetch_l2(w_b + ks);
+        prefetch_l2((const uint8_t *)(w_b + ks) + sizeof(B) - 1);
+    }
     __syncthreads();
-    float acc[2][NT][4] = {};
-    for (int b = warp; b < nb; b += CUDA_MMA_GU_WARPS) {
+    float acc[NT][4] = {};
+    for (int b = ks; b < nb; b += KW) {
         const int *xw[NT];
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
             xw[nt] = (const int *)xb[nt][b].qs;
-        int ig[NT][4] = {}, iu[NT][4] = {};
-        tile_block<T, NT>(g_a + b, g_b + b, xw, tid, sgrid, ssign, ig);
-        tile_block<T, NT>(u_a + b, u_b + b, xw, tid, sgrid, ssign, iu);
-        const float2 dga = wq_d<T>(g_a + b), dgb = wq_d<T>(g_b + b);
-        const float2 dua = wq_d<T>(u_a + b), dub = wq_d<T>(u_b + b);
+        int ia[NT][4] = {};
+        tile_block<T, NT>(w_a + b, w_b + b, xw, tid, sgrid, ssign, ia);
+        const float2 da = wq_d<T>(w_a + b), db = wq_d<T>(w_b + b);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const quant_block_q8_k *x = xe[nt][i & 1] + b;
-                const float dx = x->d;
-                const float2 dg = i < 2 ? dga : dgb, du = i < 2 ? dua : dub;
-                float vg = dg.x * (float)ig[nt][i], vu = du.x * (float)iu[nt][i];
-                if constexpr (T != WT_IQ2_XXS) {
-                    vg -= dg.y * (float)block_min<T>((i < 2 ? g_a : g_b) + b, x->bsums);
-                    vu -= du.y * (float)block_min<T>((i < 2 ? u_a : u_b) + b, x->bsums);
-                }
-                acc[0][nt][i] += dx * vg;
-                acc[1][nt][i] += dx * vu;
+                const float2 d = i < 2 ? da : db;
+                float v = d.x * (float)ia[nt][i];
+                if constexpr (T != WT_IQ2_XXS)
+                    v -= d.y * (float)block_min<T>((i < 2 ? w_a : w_b) + b, x->bsums);
+                acc[nt][i] += x->d * v;
             }
         }
     }
 #pragma unroll
-    for (int m = 0; m < 2; m++)
+    for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                red[warp][m][nt * 4 + i][lane] = acc[m][nt][i];
+        for (int i = 0; i < 4; i++)
+            red[mat][ks][nt * 4 + i][lane] = acc[nt][i];
     __syncthreads();
     if (warp != 0)
         return;
@@ -201,9 +200,9 @@ k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             float sg = 0.0f, su = 0.0f;
-            for (int w = 0; w < CUDA_MMA_GU_WARPS; w++) {
-                sg += red[w][0][nt * 4 + i][lane];
-                su += red[w][1][nt * 4 + i][lane];
+            for (int w = 0; w < KW; w++) {
+                sg += red[0][w][nt * 4 + i][lane];
+                su += red[1][w][nt * 4 + i][lane];
             }
             const int c = 2 * tid + (i & 1) + 8 * nt;
             const int row = row0 + g + 8 * (i >> 1);
@@ -218,7 +217,7 @@ k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k
 /* ======== down, all experts of a token summed ========================================== */
 
 template <int T, int NT>
-__global__ void __launch_bounds__(CUDA_MMA_DOWN_WARPS * 32, 1)
+__global__ void __launch_bounds__(CUDA_MMA_DOWN_WARPS * 32, CUDA_MMA_DOWN_BLOCKS_PER_SM)
 k_mma_down(moe_wt down, moe_iq2_tables tab, const quant_block_q8_k *midq, const moe_tile *tiles,
            const int *n_tiles, int n_tok, int n_used, float *y, int64_t ldy, int accumulate)
 {

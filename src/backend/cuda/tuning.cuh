@@ -1,26 +1,53 @@
 /* tuning.cuh — every tuning number of the CUDA decode-MoE kernels in one table: block shapes
  * of the GEMV and mini-GEMM kernels and the batch sizes at which the mini-GEMM path wins.
  * Owns numbers only (no code). The crossovers come from bench/cuda_moe_bench on the H100
- * (docs/perf.md); the shapes must keep the asserts of the kernels that use them. */
+ * (docs/perf.md); the shapes must keep the asserts of the kernels that use them. Each may
+ * be overridden with -D for a sweep (bench/cuda_run.sh builds variants). */
 #ifndef DS4_BACKEND_CUDA_TUNING_CUH
 #define DS4_BACKEND_CUDA_TUNING_CUH
 
+#ifndef CUDA_MOE_MAX_TOK
 #define CUDA_MOE_MAX_TOK 64        /* tokens per kernel launch; a larger call is split */
+#endif
+#ifndef CUDA_MOE_MAX_USED
 #define CUDA_MOE_MAX_USED 16       /* experts per token the kernels take */
+#endif
+#ifndef CUDA_MOE_TILE_COLS
 #define CUDA_MOE_TILE_COLS 16      /* mini-GEMM columns (token, expert pairs) per tile */
+#endif
 
 /* GEMV: 8 warps per block, each warp ROWS rows, 8 lanes per 256-block (one 32-chunk each) */
+#ifndef CUDA_GEMV_WARPS
 #define CUDA_GEMV_WARPS 8
+#endif
+#ifndef CUDA_GEMV_GU_ROWS
 #define CUDA_GEMV_GU_ROWS 2        /* gate/up rows (pairs) per warp */
+#endif
+#ifndef CUDA_GEMV_DOWN_ROWS
 #define CUDA_GEMV_DOWN_ROWS 2      /* down rows per warp */
+#endif
 
 /* mini-GEMM: 16 rows per block (one m16 tile); warps split the K blocks */
-#define CUDA_MMA_GU_WARPS 4        /* gate/up: warps over the n_embd/256 K blocks */
+#ifndef CUDA_MMA_GU_WARPS
+#define CUDA_MMA_GU_WARPS 8        /* gate/up: half on gate, half on up, each half over the K blocks */
+#endif
+#ifndef CUDA_MMA_GU_BLOCKS_PER_SM
+#define CUDA_MMA_GU_BLOCKS_PER_SM 2 /* launch bound: caps registers at 128 */
+#endif
+#ifndef CUDA_MMA_DOWN_WARPS
 #define CUDA_MMA_DOWN_WARPS 8      /* down: warps over (tile, K block) items */
+#endif
+#ifndef CUDA_MMA_DOWN_BLOCKS_PER_SM
+#define CUDA_MMA_DOWN_BLOCKS_PER_SM 2
+#endif
 
 /* Smallest batch at which CUDA_MOE_AUTO takes the mini-GEMM path, per gate/up type
  * (measured crossover, docs/perf.md). */
+#ifndef CUDA_MOE_MINIGEMM_FROM_IQ2_XXS
 #define CUDA_MOE_MINIGEMM_FROM_IQ2_XXS 2
+#endif
+#ifndef CUDA_MOE_MINIGEMM_FROM_Q4_K
 #define CUDA_MOE_MINIGEMM_FROM_Q4_K 2
+#endif
 
 #endif
