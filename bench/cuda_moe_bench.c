@@ -7,6 +7,7 @@
  *   indep:  every token draws its own 6 experts per iteration (little to share).
  * Times graph replays of R calls with CUDA events (median and min over replays, per call),
  * weight bytes = distinct experts read per call, % of the device-to-device copy bandwidth
+ * (auto: CUDA_MOE_AUTO, its ratio 'bN' to the faster of the two forced paths)
  * (read + write bytes) measured in the same run. Checks gemv == minigemm before timing.
  * Usage: cuda_moe_bench [--csv FILE] [--reps N]. Figures: docs/perf.md. */
 #include <cuda_runtime_api.h>
@@ -196,17 +197,18 @@ int main(int argc, char **argv)
                 const double distinct = make_ids(hid, n, regime);
                 CU(cudaMemcpy(ids, hid, sizeof(int32_t) * R_CALLS * n * N_USED, cudaMemcpyHostToDevice));
                 CU(cudaDeviceSynchronize()); /* the context's stream does not wait for it */
-                cudaGraphExec_t gx[2];
-                for (int p = 0; p < 2; p++) {
+                cudaGraphExec_t gx[3];
+                for (int p = 0; p < 3; p++) {
                     cuda_moe_args a = {&L, n, N_USED, ids, w, h, N_EMBD, y, N_EMBD, false,
-                                       (cuda_moe_path)p, 0};
+                                       p == 2 ? CUDA_MOE_AUTO : (cuda_moe_path)p, 0};
                     /* check once (gemv == minigemm on the first id set), size the scratch */
                     if (cuda_moe_run(ctx, &a, &err) || cuda_moe_sync(ctx, &err)) {
                         fprintf(stderr, "%s\n", err.msg);
                         return 1;
                     }
-                    CU(cudaMemcpy(p ? y1 : y0, y, sizeof(float) * n * N_EMBD, cudaMemcpyDeviceToHost));
-                    if (regime == COLD && (n == 1 || n == 8)) {
+                    if (p < 2)
+                        CU(cudaMemcpy(p ? y1 : y0, y, sizeof(float) * n * N_EMBD, cudaMemcpyDeviceToHost));
+                    if (p < 2 && regime == COLD && (n == 1 || n == 8)) {
                         setenv("DS4_MOE_STAGE_PROFILE", "1", 1);
                         for (int k = 0; k < 3; k++)
                             cuda_moe_run(ctx, &a, &err);
@@ -233,9 +235,9 @@ int main(int argc, char **argv)
                     printf("FAIL  %s %s n=%d: minigemm vs gemv rel L2 %.3g\n", mix, regime_name[regime], n, rel);
                     return 1;
                 }
-                double t[2][64];
+                double t[3][64];
                 for (int r = -2; r < reps; r++)
-                    for (int p = 0; p < 2; p++) {
+                    for (int p = 0; p < 3; p++) {
                         CU(cudaEventRecord(e0, st));
                         CU(cudaGraphLaunch(gx[p], st));
                         CU(cudaEventRecord(e1, st));
@@ -249,20 +251,23 @@ int main(int argc, char **argv)
                     fprintf(stderr, "%s\n", err.msg);
                     return 1;
                 }
-                double med[2];
+                double med[3];
                 const int nr = reps < 64 ? reps : 64;
-                for (int p = 0; p < 2; p++) {
+                static const char *pname[] = {"gemv", "minigemm", "auto"};
+                for (int p = 0; p < 3; p++) {
                     med[p] = bench_median(t[p], nr);
                     const double gbs = distinct * expert_bytes / (med[p] * 1e-6) / 1e9;
                     char ratio[16] = "";
-                    if (p)
+                    if (p == 1)
                         snprintf(ratio, sizeof ratio, "%.2f", med[1] / med[0]);
+                    if (p == 2) /* auto over the faster of the two */
+                        snprintf(ratio, sizeof ratio, "b%.2f", med[2] / (med[0] < med[1] ? med[0] : med[1]));
                     printf("%-3s %-6s %5d %-9s %10.1f %10.1f %8.0f %6.1f%% %8s\n", mix,
-                           regime_name[regime], n, p ? "minigemm" : "gemv", med[p], t[p][0], gbs,
+                           regime_name[regime], n, pname[p], med[p], t[p][0], gbs,
                            100.0 * gbs / bw, ratio);
                     if (csv)
                         fprintf(csv, "%s,%s,%d,%s,%.2f,%.2f,%.1f,%.2f,%s\n", mix, regime_name[regime],
-                                n, p ? "minigemm" : "gemv", med[p], t[p][0], gbs, 100.0 * gbs / bw, ratio);
+                                n, pname[p], med[p], t[p][0], gbs, 100.0 * gbs / bw, ratio);
                     CU(cudaGraphExecDestroy(gx[p]));
                 }
             }

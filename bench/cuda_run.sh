@@ -4,7 +4,8 @@
 # `make cuda BUILD=build-dev ARCH=-march=x86-64-v3` on an x86-64 host and carried), runs the
 # GPU tests (tests/cuda/test_cuda_moe), compute-sanitizer memcheck/racecheck on a few cases,
 # then bench/cuda_moe_bench. Logs under $OUT (default /tmp/cuda_run): nvidia-smi.txt,
-# test.log, sanitizer.log, bench.log, bench.csv, profile.log. Exits non-zero if a test fails.
+# test.log, sanitizer.log, bench.log, bench.csv, profile.log, bench-v*.log (tuning variants).
+# Exits non-zero if a test fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/cuda_run}
@@ -18,8 +19,8 @@ if [ ! -x "$BIN/tests/test_cuda_moe" ] || [ ! -x "$BIN/bench/cuda_moe_bench" ]; 
 fi
 rc=0
 echo "== tests"
-"$BIN/tests/test_cuda_moe" > "$OUT/test.log" 2> "$OUT/test.stderr" || rc=1
-grep -v '^ok' "$OUT/test.log"
+"$BIN/tests/test_cuda_moe" > "$OUT/test.log" 2>&1 || rc=1
+grep -v '^ok\|^ds4: CUDA MoE stage' "$OUT/test.log"
 echo "== compute-sanitizer"
 if command -v compute-sanitizer >/dev/null; then
     for tool in memcheck racecheck; do
@@ -36,8 +37,11 @@ for v in build-dev/v*/cuda; do
     [ -x "$v/bench/cuda_moe_bench" ] || continue
     n=$(basename "$(dirname "$v")")
     echo "== variant $n"
-    "$v/bench/cuda_moe_bench" --reps 9 --csv "$OUT/bench-$n.csv" > "$OUT/bench-$n.log" 2>/dev/null || rc=1
+    "$v/bench/cuda_moe_bench" --reps 9 > "$OUT/bench-$n.log" 2>/dev/null || rc=1
     grep -E '^# build|cold' "$OUT/bench-$n.log"
 done
 grep -E 'tokens=(1|8) ' "$OUT/profile.log" | sort -u | head -40
+echo "== summary"
+tail -n 1 "$OUT/test.log"
+grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log"
 exit $rc

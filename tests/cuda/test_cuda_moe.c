@@ -6,7 +6,8 @@
  *     outputs and scratch poisoned (NaN) before every run; every output must be finite;
  *  2. a float64 reference (dequantized weights, Q8_K round-tripped activations) at batch 1, 4;
  *  3. grouping: all tokens on the same experts (full tiles, 40 and 70 tokens: split tiles and
- *     calls), a token repeating an expert, accumulate, the stage profile, the env switch;
+ *     calls), a token repeating an expert, accumulate, the stage profile, the env switch, the
+ *     automatic choice made on the device (and the path it took);
  *  4. an out-of-range id reported by cuda_moe_sync. Skips (exit 0) without a CUDA device.
  * Usage: test_cuda_moe [case-substring]. Spec: §3.9 step 6, §4.1. */
 #include <cuda_runtime_api.h>
@@ -343,6 +344,24 @@ static void mix_cases(bool q2, cuda_moe_ctx *ctx, cpu_moe_ctx *cc, gpu_bufs *g, 
             check(name, yg, yc, ny, GPU_TOL, rc, seed);
         }
     }
+    /* the automatic choice: decided on the device from the grouping (tuning.cuh) */
+    static const struct { int routing, n; cuda_moe_path want; } autos[] = {
+        {R_SHARED, 4, CUDA_MOE_MINIGEMM}, {R_SHARED, 16, CUDA_MOE_MINIGEMM},
+        {R_RANDOM, 2, CUDA_MOE_GEMV},     {R_RANDOM, 1, CUDA_MOE_GEMV},
+    };
+    for (size_t i = 0; i < sizeof autos / sizeof autos[0]; i++) {
+        snprintf(name, sizeof name, "%s auto %s n=%d -> %s", mix,
+                 autos[i].routing == R_SHARED ? "shared" : "random", autos[i].n,
+                 cuda_moe_path_name(autos[i].want));
+        if (!want(name))
+            continue;
+        make_batch(B, autos[i].n, autos[i].routing, 600 + i);
+        run_cpu(cc, &L, B, false, yc);
+        int rc = run_gpu(ctx, g, &L, B, CUDA_MOE_AUTO, false, NULL, yg, &err);
+        check(name, yg, yc, (size_t)autos[i].n * N_EMBD, GPU_TOL, rc, 600 + i);
+        t_check(cuda_moe_last_path(ctx) == autos[i].want, "%s: took %s", name,
+                cuda_moe_path_name(cuda_moe_last_path(ctx)));
+    }
     snprintf(name, sizeof name, "%s stage profile", mix);
     if (want(name)) {
         make_batch(B, 4, R_RANDOM, 400);
@@ -407,6 +426,9 @@ int main(int argc, char **argv)
     setenv("DS4_DECODE_MOE_MINIGEMM", "0", 1);
     t_check(cuda_moe_auto_path(DS4_TYPE_Q4_K, 16) == CUDA_MOE_GEMV, "env DS4_DECODE_MOE_MINIGEMM=0");
     unsetenv("DS4_DECODE_MOE_MINIGEMM");
+    t_check(cuda_moe_auto_path(DS4_TYPE_IQ2_XXS, 1) == CUDA_MOE_GEMV, "auto path: batch 1 -> gemv");
+    t_check(cuda_moe_auto_path(DS4_TYPE_Q4_K, 4) == CUDA_MOE_BY_ROUTING,
+            "auto path: batch 4 -> decided by the routing");
 
     mix_cases(true, ctx, cc, &g, B, yc, yg, y0);
     mix_cases(false, ctx, cc, &g, B, yc, yg, y0);

@@ -32,6 +32,15 @@ struct moe_iq2_tables {
     const uint8_t *signs; /* 128 */
 };
 
+/* A kernel's gate on the device-side path choice: it runs only if flag is NULL or
+ * *flag == want (the routing kernel writes *flag; see cuda_moe.cu, CUDA_MOE_AUTO). */
+struct moe_sel {
+    const int *flag;
+    int want;
+};
+
+__device__ __forceinline__ bool sel_skip(moe_sel s) { return s.flag && *s.flag != s.want; }
+
 template <int T> struct wt_block;
 template <> struct wt_block<WT_IQ2_XXS> { typedef quant_block_iq2_xxs type; };
 template <> struct wt_block<WT_Q2_K> { typedef quant_block_q2_k type; };

@@ -23,7 +23,8 @@ struct cuda_moe_ctx {
     bool own_stream;
     uint64_t *grid;  /* IQ2 tables, device */
     uint8_t *signs;
-    int *flag;       /* [0]: bad id seen, [1]: tile count */
+    int *flag;       /* [0]: bad id seen, [1]: tile count, [2]: device path choice */
+    cuda_moe_path last; /* the last call's path (BY_ROUTING: see flag[2]) */
     void *scratch;   /* xq | mid f32 | midq | tiles */
     size_t scratch_bytes;
     cudaEvent_t ev[N_EV];
@@ -84,12 +85,12 @@ extern "C" int cuda_moe_ctx_new(cuda_moe_ctx **out, void *stream, ds4_error *err
     }
     if ((e = cudaMalloc((void **)&c->grid, sizeof quant_iq2xxs_grid)) != cudaSuccess ||
         (e = cudaMalloc((void **)&c->signs, sizeof quant_ksigns_iq2xs)) != cudaSuccess ||
-        (e = cudaMalloc((void **)&c->flag, 2 * sizeof(int))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->flag, 3 * sizeof(int))) != cudaSuccess ||
         (e = cudaMemcpy(c->grid, quant_iq2xxs_grid, sizeof quant_iq2xxs_grid,
                         cudaMemcpyHostToDevice)) != cudaSuccess ||
         (e = cudaMemcpy(c->signs, quant_ksigns_iq2xs, sizeof quant_ksigns_iq2xs,
                         cudaMemcpyHostToDevice)) != cudaSuccess ||
-        (e = cudaMemset(c->flag, 0, 2 * sizeof(int))) != cudaSuccess) {
+        (e = cudaMemset(c->flag, 0, 3 * sizeof(int))) != cudaSuccess) {
         rc = cuda_fail(err, e, "context buffers");
         goto fail;
     }
@@ -130,17 +131,28 @@ extern "C" int cuda_moe_poison(cuda_moe_ctx *c, ds4_error *err)
 
 extern "C" const char *cuda_moe_path_name(cuda_moe_path path)
 {
-    return path == CUDA_MOE_MINIGEMM ? "minigemm" : "gemv";
+    return path == CUDA_MOE_MINIGEMM ? "minigemm" : path == CUDA_MOE_BY_ROUTING ? "by-routing"
+                                                                                : "gemv";
 }
 
 extern "C" cuda_moe_path cuda_moe_auto_path(ds4_type gate_type, int n_tok)
 {
+    (void)gate_type; /* the measured break-even is the same for both mixes (tuning.cuh) */
     const char *env = getenv("DS4_DECODE_MOE_MINIGEMM");
     if (env && (env[0] == '0' || env[0] == '1') && env[1] == '\0')
         return env[0] == '1' ? CUDA_MOE_MINIGEMM : CUDA_MOE_GEMV;
-    const int from = gate_type == DS4_TYPE_IQ2_XXS ? CUDA_MOE_MINIGEMM_FROM_IQ2_XXS
-                                                   : CUDA_MOE_MINIGEMM_FROM_Q4_K;
-    return n_tok >= from ? CUDA_MOE_MINIGEMM : CUDA_MOE_GEMV;
+    return n_tok >= CUDA_MOE_MINIGEMM_FROM ? CUDA_MOE_BY_ROUTING : CUDA_MOE_GEMV;
+}
+
+extern "C" cuda_moe_path cuda_moe_last_path(cuda_moe_ctx *c)
+{
+    if (c->last != CUDA_MOE_BY_ROUTING)
+        return c->last;
+    int choice = 0;
+    if (cudaStreamSynchronize(c->stream) != cudaSuccess ||
+        cudaMemcpy(&choice, c->flag + 2, sizeof choice, cudaMemcpyDeviceToHost) != cudaSuccess)
+        return CUDA_MOE_GEMV;
+    return choice ? CUDA_MOE_MINIGEMM : CUDA_MOE_GEMV;
 }
 
 static bool stage_profile(void)
@@ -249,6 +261,7 @@ extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *
                                                         : a->path;
     const bool prof = stage_profile();
     cudaStream_t s = c->stream;
+    c->last = path;
     for (int t0 = 0; t0 < a->n_tok; t0 += CUDA_MOE_MAX_TOK) {
         const int nt = a->n_tok - t0 < CUDA_MOE_MAX_TOK ? a->n_tok - t0 : CUDA_MOE_MAX_TOK;
         const int np = nt * a->n_used;
@@ -260,33 +273,32 @@ extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *
         CK(cuda_act_quant_q8_k(a->h + t0 * a->ldh, a->ldh, nt, n_embd, v.xq, s), "quantize h");
         if (prof)
             CK(cudaEventRecord(c->ev[ST_ROUTE], s), "event");
-        if (path == CUDA_MOE_MINIGEMM) {
-            const int cols = nt <= 8 ? 8 : 16;
-            CK(cuda_moe_route(ids, np, L->n_expert, cols, v.tiles, c->flag + 1, c->flag, s), "route");
-            if (prof)
-                CK(cudaEventRecord(c->ev[ST_GATEUP], s), "event");
-            CK(cuda_moe_mma_gate_up(tg, &gate, &up, tab, v.xq, v.tiles, c->flag + 1, np, cols, wts,
-                                    a->n_used, L->clamp, v.mid, s), "mma gate/up");
-            if (prof)
-                CK(cudaEventRecord(c->ev[ST_MIDQ], s), "event");
-            CK(cuda_act_quant_q8_k(v.mid, n_ff, np, n_ff, v.midq, s), "quantize mid");
-            if (prof)
-                CK(cudaEventRecord(c->ev[ST_DOWN], s), "event");
-            CK(cuda_moe_mma_down(td, &down, tab, v.midq, v.tiles, c->flag + 1, cols, nt, a->n_used,
-                                 y, a->ldy, a->accumulate, s), "mma down");
-        } else {
-            if (prof)
-                CK(cudaEventRecord(c->ev[ST_GATEUP], s), "event");
+        const bool mg = path != CUDA_MOE_GEMV, gv = path != CUDA_MOE_MINIGEMM;
+        const int cols = nt <= 8 ? 8 : 16;
+        const moe_sel sel_g = {path == CUDA_MOE_BY_ROUTING ? c->flag + 2 : NULL, 0};
+        const moe_sel sel_m = {path == CUDA_MOE_BY_ROUTING ? c->flag + 2 : NULL, 1};
+        if (mg)
+            CK(cuda_moe_route(ids, np, nt, L->n_expert, cols, v.tiles, c->flag + 1, c->flag,
+                              path == CUDA_MOE_BY_ROUTING ? c->flag + 2 : NULL, s), "route");
+        if (prof)
+            CK(cudaEventRecord(c->ev[ST_GATEUP], s), "event");
+        if (gv)
             CK(cuda_moe_gemv_gate_up(tg, &gate, &up, tab, v.xq, ids, wts, nt, a->n_used,
-                                     L->n_expert, L->clamp, v.mid, c->flag, s), "gemv gate/up");
-            if (prof)
-                CK(cudaEventRecord(c->ev[ST_MIDQ], s), "event");
-            CK(cuda_act_quant_q8_k(v.mid, n_ff, np, n_ff, v.midq, s), "quantize mid");
-            if (prof)
-                CK(cudaEventRecord(c->ev[ST_DOWN], s), "event");
+                                     L->n_expert, L->clamp, v.mid, c->flag, sel_g, s), "gemv gate/up");
+        if (mg)
+            CK(cuda_moe_mma_gate_up(tg, &gate, &up, tab, v.xq, v.tiles, c->flag + 1, np, cols, wts,
+                                    a->n_used, L->clamp, v.mid, sel_m, s), "mma gate/up");
+        if (prof)
+            CK(cudaEventRecord(c->ev[ST_MIDQ], s), "event");
+        CK(cuda_act_quant_q8_k(v.mid, n_ff, np, n_ff, v.midq, s), "quantize mid");
+        if (prof)
+            CK(cudaEventRecord(c->ev[ST_DOWN], s), "event");
+        if (gv)
             CK(cuda_moe_gemv_down(td, &down, tab, v.midq, ids, nt, a->n_used, L->n_expert, y,
-                                  a->ldy, a->accumulate, s), "gemv down");
-        }
+                                  a->ldy, a->accumulate, sel_g, s), "gemv down");
+        if (mg)
+            CK(cuda_moe_mma_down(td, &down, tab, v.midq, v.tiles, c->flag + 1, cols, nt, a->n_used,
+                                 y, a->ldy, a->accumulate, sel_m, s), "mma down");
         if (prof) {
             CK(cudaEventRecord(c->ev[ST_END], s), "event");
             CK(cudaEventSynchronize(c->ev[ST_END]), "event sync");
@@ -299,7 +311,7 @@ extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *
             fprintf(stderr,
                     "ds4: CUDA MoE stage layer=%d tokens=%d pairs=%d path=%s gate=%s down=%s "
                     "xq=%.4f route=%.4f gateup=%.4f midq=%.4f down=%.4f total=%.4f ms\n",
-                    a->layer_index, nt, np, cuda_moe_path_name(path),
+                    a->layer_index, nt, np, cuda_moe_path_name(cuda_moe_last_path(c)),
                     quant_get_traits(L->gate.type)->name, quant_get_traits(L->down.type)->name,
                     ms[ST_XQ], ms[ST_ROUTE], ms[ST_GATEUP], ms[ST_MIDQ], ms[ST_DOWN], tot);
         }

@@ -38,9 +38,11 @@ typedef struct cuda_moe_layer {
 } cuda_moe_layer;
 
 typedef enum {
-    CUDA_MOE_AUTO = -1, /* DS4_DECODE_MOE_MINIGEMM if set, else the measured table */
+    CUDA_MOE_AUTO = -1,      /* DS4_DECODE_MOE_MINIGEMM if set, else cuda_moe_auto_path */
     CUDA_MOE_GEMV = 0,
     CUDA_MOE_MINIGEMM = 1,
+    CUDA_MOE_BY_ROUTING = 2, /* decided on the device per call from the grouping: both paths
+                                are enqueued, the kernels of the other one exit at once */
 } cuda_moe_path;
 
 typedef struct cuda_moe_args {
@@ -87,11 +89,16 @@ int cuda_moe_poison(cuda_moe_ctx *c, ds4_error *err);
 /* The stream (cudaStream_t) the context launches on. */
 void *cuda_moe_stream(cuda_moe_ctx *c);
 
-/* The path CUDA_MOE_AUTO takes: DS4_DECODE_MOE_MINIGEMM=0|1 if set, else the table of
- * measured crossovers (tuning.cuh). */
+/* The path CUDA_MOE_AUTO takes: DS4_DECODE_MOE_MINIGEMM=0|1 if set, else GEMV below
+ * CUDA_MOE_MINIGEMM_FROM tokens and CUDA_MOE_BY_ROUTING from there (tuning.cuh: mini-GEMM
+ * when the (expert, column-tile) groups are few per token, the measured break-even). */
 cuda_moe_path cuda_moe_auto_path(ds4_type gate_type, int n_tok);
 
-/* "gemv" or "minigemm". */
+/* The path the last cuda_moe_run computed with (GEMV or MINIGEMM; waits for the stream when
+ * it was decided on the device). */
+cuda_moe_path cuda_moe_last_path(cuda_moe_ctx *c);
+
+/* "gemv", "minigemm" or "by-routing". */
 const char *cuda_moe_path_name(cuda_moe_path path);
 
 /* Fills n_blocks blocks of type at dev (device memory) with seeded random valid blocks whose

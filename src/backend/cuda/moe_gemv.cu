@@ -80,8 +80,10 @@ template <int T, int NB>
 __global__ void __launch_bounds__(CUDA_GEMV_WARPS * 32)
 k_gemv_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k *xq,
                const int32_t *ids, const float *wts, int n_used, int n_expert, float clamp,
-               float *mid, int *err)
+               float *mid, int *err, moe_sel sel)
 {
+    if (sel_skip(sel))
+        return;
     typedef typename wt_block<T>::type B;
     extern __shared__ __align__(16) unsigned char raw[];
     const int pair = blockIdx.y, tok = pair / n_used, nb = gate.nb;
@@ -125,8 +127,10 @@ k_gemv_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_
 template <int T, int NB>
 __global__ void __launch_bounds__(CUDA_GEMV_WARPS * 32)
 k_gemv_down(moe_wt down, moe_iq2_tables tab, const quant_block_q8_k *midq, const int32_t *ids,
-            int n_used, int n_expert, float *y, int64_t ldy, int accumulate)
+            int n_used, int n_expert, float *y, int64_t ldy, int accumulate, moe_sel sel)
 {
+    if (sel_skip(sel))
+        return;
     typedef typename wt_block<T>::type B;
     extern __shared__ __align__(16) unsigned char raw[];
     const int tok = blockIdx.y, nb = down.nb;
@@ -172,24 +176,24 @@ template <int T>
 static cudaError_t launch_gate_up(const moe_wt *gate, const moe_wt *up, moe_iq2_tables tab,
                                   const quant_block_q8_k *xq, const int32_t *ids, const float *wts,
                                   int n_tok, int n_used, int n_expert, float clamp, float *mid,
-                                  int *err, cudaStream_t s)
+                                  int *err, moe_sel sel, cudaStream_t s)
 {
     const int rows_per_block = CUDA_GEMV_WARPS * CUDA_GEMV_GU_ROWS;
     const dim3 grid((gate->n_out + rows_per_block - 1) / rows_per_block, n_tok * n_used);
     const size_t smem = smem_x_bytes(1, gate->nb);
     if (gate->nb == 16) /* n_embd 4096 */
         k_gemv_gate_up<T, 16><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(
-            *gate, *up, tab, xq, ids, wts, n_used, n_expert, clamp, mid, err);
+            *gate, *up, tab, xq, ids, wts, n_used, n_expert, clamp, mid, err, sel);
     else
         k_gemv_gate_up<T, 0><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(
-            *gate, *up, tab, xq, ids, wts, n_used, n_expert, clamp, mid, err);
+            *gate, *up, tab, xq, ids, wts, n_used, n_expert, clamp, mid, err, sel);
     return cudaGetLastError();
 }
 
 template <int T>
 static cudaError_t launch_down(const moe_wt *down, moe_iq2_tables tab, const quant_block_q8_k *midq,
                                const int32_t *ids, int n_tok, int n_used, int n_expert, float *y,
-                               int64_t ldy, bool accumulate, cudaStream_t s)
+                               int64_t ldy, bool accumulate, moe_sel sel, cudaStream_t s)
 {
     const int rows_per_block = CUDA_GEMV_WARPS * CUDA_GEMV_DOWN_ROWS;
     const size_t smem = smem_x_bytes(n_used, down->nb);
@@ -203,39 +207,40 @@ static cudaError_t launch_down(const moe_wt *down, moe_iq2_tables tab, const qua
     const dim3 grid((down->n_out + rows_per_block - 1) / rows_per_block, n_tok);
     if (nb8)
         k_gemv_down<T, 8><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(*down, tab, midq, ids, n_used,
-                                                                   n_expert, y, ldy, accumulate ? 1 : 0);
+                                                                   n_expert, y, ldy, accumulate ? 1 : 0, sel);
     else
         k_gemv_down<T, 0><<<grid, CUDA_GEMV_WARPS * 32, smem, s>>>(*down, tab, midq, ids, n_used,
-                                                                   n_expert, y, ldy, accumulate ? 1 : 0);
+                                                                   n_expert, y, ldy, accumulate ? 1 : 0, sel);
     return cudaGetLastError();
 }
 
 cudaError_t cuda_moe_gemv_gate_up(int type, const moe_wt *gate, const moe_wt *up,
                                   moe_iq2_tables tab, const quant_block_q8_k *xq,
                                   const int32_t *ids, const float *wts, int n_tok, int n_used,
-                                  int n_expert, float clamp, float *mid, int *err, cudaStream_t s)
+                                  int n_expert, float clamp, float *mid, int *err, moe_sel sel,
+                                  cudaStream_t s)
 {
     switch (type) {
     case WT_IQ2_XXS:
-        return launch_gate_up<WT_IQ2_XXS>(gate, up, tab, xq, ids, wts, n_tok, n_used, n_expert, clamp, mid, err, s);
+        return launch_gate_up<WT_IQ2_XXS>(gate, up, tab, xq, ids, wts, n_tok, n_used, n_expert, clamp, mid, err, sel, s);
     case WT_Q2_K:
-        return launch_gate_up<WT_Q2_K>(gate, up, tab, xq, ids, wts, n_tok, n_used, n_expert, clamp, mid, err, s);
+        return launch_gate_up<WT_Q2_K>(gate, up, tab, xq, ids, wts, n_tok, n_used, n_expert, clamp, mid, err, sel, s);
     default:
-        return launch_gate_up<WT_Q4_K>(gate, up, tab, xq, ids, wts, n_tok, n_used, n_expert, clamp, mid, err, s);
+        return launch_gate_up<WT_Q4_K>(gate, up, tab, xq, ids, wts, n_tok, n_used, n_expert, clamp, mid, err, sel, s);
     }
 }
 
 cudaError_t cuda_moe_gemv_down(int type, const moe_wt *down, moe_iq2_tables tab,
                                const quant_block_q8_k *midq, const int32_t *ids, int n_tok,
                                int n_used, int n_expert, float *y, int64_t ldy, bool accumulate,
-                               cudaStream_t s)
+                               moe_sel sel, cudaStream_t s)
 {
     switch (type) {
     case WT_IQ2_XXS:
-        return launch_down<WT_IQ2_XXS>(down, tab, midq, ids, n_tok, n_used, n_expert, y, ldy, accumulate, s);
+        return launch_down<WT_IQ2_XXS>(down, tab, midq, ids, n_tok, n_used, n_expert, y, ldy, accumulate, sel, s);
     case WT_Q2_K:
-        return launch_down<WT_Q2_K>(down, tab, midq, ids, n_tok, n_used, n_expert, y, ldy, accumulate, s);
+        return launch_down<WT_Q2_K>(down, tab, midq, ids, n_tok, n_used, n_expert, y, ldy, accumulate, sel, s);
     default:
-        return launch_down<WT_Q4_K>(down, tab, midq, ids, n_tok, n_used, n_expert, y, ldy, accumulate, s);
+        return launch_down<WT_Q4_K>(down, tab, midq, ids, n_tok, n_used, n_expert, y, ldy, accumulate, sel, s);
     }
 }

@@ -10,8 +10,8 @@
 /* ======== routing: pairs grouped by expert ============================================= */
 
 __global__ void __launch_bounds__(1024)
-k_route(const int32_t *ids, int n_pairs, int n_expert, int cols, moe_tile *tiles, int *n_tiles,
-        int *err)
+k_route(const int32_t *ids, int n_pairs, int n_tok, int n_expert, int cols, moe_tile *tiles,
+        int *n_tiles, int *err, int *choice)
 {
     __shared__ int se[1024], sbefore[1024], stile[1024];
     __shared__ int s_count;
@@ -62,8 +62,13 @@ k_route(const int32_t *ids, int n_pairs, int n_expert, int cols, moe_tile *tiles
                 break;
             }
     }
-    if (p == 0)
+    if (p == 0) {
         *n_tiles = s_count;
+        /* the path for CUDA_MOE_AUTO: mini-GEMM when the tiles are few enough per token
+         * (tuning.cuh, from the measured cost per tile and per token) */
+        if (choice)
+            *choice = 100 * s_count < CUDA_MOE_MG_TILES_PER_TOK_X100 * n_tok ? 1 : 0;
+    }
 }
 
 /* ======== the MMA ====================================================================== */
@@ -124,14 +129,14 @@ template <int T, int NT>
 __global__ void __launch_bounds__(CUDA_MMA_GU_WARPS * 32, CUDA_MMA_GU_BLOCKS_PER_SM)
 k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k *xq,
               const moe_tile *tiles, const int *n_tiles, const float *wts, int n_used,
-              float clamp, float *mid)
+              float clamp, float *mid, moe_sel sel)
 {
     typedef typename wt_block<T>::type B;
     constexpr int KW = CUDA_MMA_GU_WARPS / 2; /* warps per matrix, splitting the K blocks */
     __shared__ uint64_t sgrid[256];
     __shared__ uint8_t ssign[128];
     __shared__ float red[2][KW][NT * 4][32];
-    if ((int)blockIdx.y >= *n_tiles)
+    if (sel_skip(sel) || (int)blockIdx.y >= *n_tiles)
         return;
     if constexpr (T == WT_IQ2_XXS) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x)
@@ -155,15 +160,62 @@ k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k
             xe[nt][i] = xq + (int64_t)(tl.pair[cc < n ? cc : 0] / n_used) * nb;
         }
     }
-    const moe_wt &W = mat ? up : gate;
-    const B *w_a = (const B *)(W.data + (size_t)e * W.expert_bytes + (size_t)(row0 + g) * W.row_bytes);
-    const B *w_b = (const B *)((const uint8_t *)w_a + 8 * W.row_bytes);
-    if (ks < nb) { /* this warp's first K block of rows g and g+8, during the table staging */
-        prefetch_l2(w_a + ks);
-        prefetch_l2((const uint8_t *)(w_a + ks) + sizeof(B) - 1);
-        prefetch_l2(w_b + ks);
-        prefetch_l2((const uint8_t *)(w_b + ks) + sizeof(B) - 1);
+    /* the 16 rows of gate and of up, copied once into shared memory with coalesced 4-byte
+     * loads (rows of one expert are contiguous), then decoded from there by the warps */
+    extern __shared__ uint32_t wtile[]; /* [mat][16 rows][rw words] */
+    const int rw = nb * (int)sizeof(B) / 4; /* words per row (block sizes are even: 66, 84, 144) */
+    {
+        constexpr int U = 8;
+        const int total = 16 * rw; /* words per matrix */
+        for (int m = 0; m < 2; m++) {
+            const size_t row_bytes = m ? up.row_bytes : gate.row_bytes;
+            const uint8_t *base = (m ? up.data : gate.data) +
+                                  (size_t)e * (m ? up.expert_bytes : gate.expert_bytes) +
+                                  (size_t)row0 * row_bytes;
+            uint32_t *dst = wtile + m * total;
+            if (row_bytes == (size_t)rw * 4 && ((uintptr_t)base & 15) == 0 && total % 4 == 0) {
+                /* packed rows: one flat span, 16-byte loads */
+                const int4 *src4 = (const int4 *)base;
+                int4 *dst4 = (int4 *)dst;
+                const int t4 = total / 4;
+                for (int i0 = 0; i0 < t4; i0 += U * (int)blockDim.x) {
+                    int4 v[U];
+#pragma unroll
+                    for (int u = 0; u < U; u++) {
+                        const int i = i0 + u * (int)blockDim.x + (int)threadIdx.x;
+                        if (i < t4)
+                            v[u] = __ldg(src4 + i);
+                    }
+#pragma unroll
+                    for (int u = 0; u < U; u++) {
+                        const int i = i0 + u * (int)blockDim.x + (int)threadIdx.x;
+                        if (i < t4)
+                            dst4[i] = v[u];
+                    }
+                }
+                continue;
+            }
+            for (int i0 = 0; i0 < total; i0 += U * (int)blockDim.x) {
+                uint32_t v[U];
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int i = i0 + u * (int)blockDim.x + (int)threadIdx.x;
+                    if (i < total) {
+                        const int r = i / rw, c = i - r * rw;
+                        v[u] = __ldg((const uint32_t *)(base + (size_t)r * row_bytes) + c);
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int i = i0 + u * (int)blockDim.x + (int)threadIdx.x;
+                    if (i < total)
+                        dst[i] = v[u];
+                }
+            }
+        }
     }
+    const B *w_a = (const B *)(wtile + mat * 16 * rw + g * rw);
+    const B *w_b = (const B *)(wtile + mat * 16 * rw + (g + 8) * rw);
     __syncthreads();
     float acc[NT][4] = {};
     for (int b = ks; b < nb; b += KW) {
@@ -219,8 +271,11 @@ k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k
 template <int T, int NT>
 __global__ void __launch_bounds__(CUDA_MMA_DOWN_WARPS * 32, CUDA_MMA_DOWN_BLOCKS_PER_SM)
 k_mma_down(moe_wt down, moe_iq2_tables tab, const quant_block_q8_k *midq, const moe_tile *tiles,
-           const int *n_tiles, int n_tok, int n_used, float *y, int64_t ldy, int accumulate)
+           const int *n_tiles, int n_tok, int n_used, float *y, int64_t ldy, int accumulate,
+           moe_sel sel)
 {
+    if (sel_skip(sel))
+        return;
     typedef typename wt_block<T>::type B;
     __shared__ uint64_t sgrid[256];
     __shared__ uint8_t ssign[128];
@@ -301,11 +356,11 @@ k_mma_down(moe_wt down, moe_iq2_tables tab, const quant_block_q8_k *midq, const 
 
 /* ======== launchers ==================================================================== */
 
-cudaError_t cuda_moe_route(const int32_t *ids, int n_pairs, int n_expert, int cols,
-                           moe_tile *tiles, int *n_tiles, int *err, cudaStream_t s)
+cudaError_t cuda_moe_route(const int32_t *ids, int n_pairs, int n_tok, int n_expert, int cols,
+                           moe_tile *tiles, int *n_tiles, int *err, int *choice, cudaStream_t s)
 {
     const int threads = (n_pairs + 31) / 32 * 32;
-    k_route<<<1, threads, 0, s>>>(ids, n_pairs, n_expert, cols, tiles, n_tiles, err);
+    k_route<<<1, threads, 0, s>>>(ids, n_pairs, n_tok, n_expert, cols, tiles, n_tiles, err, choice);
     return cudaGetLastError();
 }
 
@@ -313,29 +368,39 @@ template <int T, int NT>
 static cudaError_t gate_up(const moe_wt *gate, const moe_wt *up, moe_iq2_tables tab,
                            const quant_block_q8_k *xq, const moe_tile *tiles, const int *n_tiles,
                            int max_tiles, const float *wts, int n_used, float clamp, float *mid,
-                           cudaStream_t s)
+                           moe_sel sel, cudaStream_t s)
 {
     const dim3 grid(gate->n_out / 16, max_tiles);
-    k_mma_gate_up<T, NT><<<grid, CUDA_MMA_GU_WARPS * 32, 0, s>>>(*gate, *up, tab, xq, tiles, n_tiles,
-                                                                  wts, n_used, clamp, mid);
+    const size_t smem = 2 * 16 * (size_t)gate->nb * sizeof(typename wt_block<T>::type);
+    static size_t smem_set = 0; /* per instantiation; static + dynamic may pass 48 KB */
+    if (smem > smem_set) {
+        cudaError_t rc = cudaFuncSetAttribute(k_mma_gate_up<T, NT>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (rc != cudaSuccess)
+            return rc;
+        smem_set = smem;
+    }
+    k_mma_gate_up<T, NT><<<grid, CUDA_MMA_GU_WARPS * 32, smem, s>>>(*gate, *up, tab, xq, tiles,
+                                                                     n_tiles, wts, n_used, clamp, mid, sel);
     return cudaGetLastError();
 }
 
 template <int T, int NT>
 static cudaError_t down_k(const moe_wt *down, moe_iq2_tables tab, const quant_block_q8_k *midq,
                           const moe_tile *tiles, const int *n_tiles, int n_tok, int n_used,
-                          float *y, int64_t ldy, bool accumulate, cudaStream_t s)
+                          float *y, int64_t ldy, bool accumulate, moe_sel sel, cudaStream_t s)
 {
     const size_t smem = (size_t)CUDA_MMA_DOWN_WARPS * 16 * n_tok * sizeof(float);
-    if (smem > 40 * 1024) {
+    static size_t smem_set = 0;
+    if (smem > smem_set) {
         cudaError_t rc = cudaFuncSetAttribute(k_mma_down<T, NT>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              (int)smem + 4096);
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (rc != cudaSuccess)
             return rc;
+        smem_set = smem;
     }
     k_mma_down<T, NT><<<down->n_out / 16, CUDA_MMA_DOWN_WARPS * 32, smem, s>>>(
-        *down, tab, midq, tiles, n_tiles, n_tok, n_used, y, ldy, accumulate ? 1 : 0);
+        *down, tab, midq, tiles, n_tiles, n_tok, n_used, y, ldy, accumulate ? 1 : 0, sel);
     return cudaGetLastError();
 }
 
@@ -348,19 +413,19 @@ cudaError_t cuda_moe_mma_gate_up(int type, const moe_wt *gate, const moe_wt *up,
                                  moe_iq2_tables tab, const quant_block_q8_k *xq,
                                  const moe_tile *tiles, const int *n_tiles, int max_tiles, int cols,
                                  const float *wts, int n_used, float clamp, float *mid,
-                                 cudaStream_t s)
+                                 moe_sel sel, cudaStream_t s)
 {
     if (cols <= 8)
-        return BY_TYPE(type, gate_up, 1, gate, up, tab, xq, tiles, n_tiles, max_tiles, wts, n_used, clamp, mid, s);
-    return BY_TYPE(type, gate_up, 2, gate, up, tab, xq, tiles, n_tiles, max_tiles, wts, n_used, clamp, mid, s);
+        return BY_TYPE(type, gate_up, 1, gate, up, tab, xq, tiles, n_tiles, max_tiles, wts, n_used, clamp, mid, sel, s);
+    return BY_TYPE(type, gate_up, 2, gate, up, tab, xq, tiles, n_tiles, max_tiles, wts, n_used, clamp, mid, sel, s);
 }
 
 cudaError_t cuda_moe_mma_down(int type, const moe_wt *down, moe_iq2_tables tab,
                               const quant_block_q8_k *midq, const moe_tile *tiles,
                               const int *n_tiles, int cols, int n_tok, int n_used, float *y,
-                              int64_t ldy, bool accumulate, cudaStream_t s)
+                              int64_t ldy, bool accumulate, moe_sel sel, cudaStream_t s)
 {
     if (cols <= 8)
-        return BY_TYPE(type, down_k, 1, down, tab, midq, tiles, n_tiles, n_tok, n_used, y, ldy, accumulate, s);
-    return BY_TYPE(type, down_k, 2, down, tab, midq, tiles, n_tiles, n_tok, n_used, y, ldy, accumulate, s);
+        return BY_TYPE(type, down_k, 1, down, tab, midq, tiles, n_tiles, n_tok, n_used, y, ldy, accumulate, sel, s);
+    return BY_TYPE(type, down_k, 2, down, tab, midq, tiles, n_tiles, n_tok, n_used, y, ldy, accumulate, sel, s);
 }

@@ -14,23 +14,24 @@ struct moe_tile {
     int pair[CUDA_MOE_TILE_COLS];
 };
 
-/* Groups the n_tok*n_used pairs of ids by expert into tiles of at most cols (8 or 16)
- * columns, in order of first appearance: tiles[0..*n_tiles-1]. Out-of-range ids set *err
- * and are left out. n_tok*n_used <= 1024. */
-cudaError_t cuda_moe_route(const int32_t *ids, int n_pairs, int n_expert, int cols,
-                           moe_tile *tiles, int *n_tiles, int *err, cudaStream_t s);
+/* Groups the n_pairs = n_tok*n_used pairs of ids by expert into tiles of at most cols (8 or
+ * 16) columns, in order of first appearance: tiles[0..*n_tiles-1]. Out-of-range ids set *err
+ * and are left out. n_pairs <= 1024. choice (if not NULL) gets 1 when the mini-GEMM path
+ * should run (few tiles per token, tuning.cuh), else 0. */
+cudaError_t cuda_moe_route(const int32_t *ids, int n_pairs, int n_tok, int n_expert, int cols,
+                           moe_tile *tiles, int *n_tiles, int *err, int *choice, cudaStream_t s);
 
 /* gate/up/SwiGLU on the tiles (at most max_tiles of them): mid[p][r] as the GEMV path. */
 cudaError_t cuda_moe_mma_gate_up(int type, const moe_wt *gate, const moe_wt *up,
                                  moe_iq2_tables tab, const quant_block_q8_k *xq,
                                  const moe_tile *tiles, const int *n_tiles, int max_tiles, int cols,
                                  const float *wts, int n_used, float clamp, float *mid,
-                                 cudaStream_t s);
+                                 moe_sel sel, cudaStream_t s);
 
 /* down on the tiles, every expert of a token summed into y[t] (+= if accumulate). */
 cudaError_t cuda_moe_mma_down(int type, const moe_wt *down, moe_iq2_tables tab,
                               const quant_block_q8_k *midq, const moe_tile *tiles,
                               const int *n_tiles, int cols, int n_tok, int n_used, float *y,
-                              int64_t ldy, bool accumulate, cudaStream_t s);
+                              int64_t ldy, bool accumulate, moe_sel sel, cudaStream_t s);
 
 #endif

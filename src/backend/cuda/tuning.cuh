@@ -41,13 +41,16 @@
 #define CUDA_MMA_DOWN_BLOCKS_PER_SM 2
 #endif
 
-/* Smallest batch at which CUDA_MOE_AUTO takes the mini-GEMM path, per gate/up type
- * (measured crossover, docs/perf.md). */
-#ifndef CUDA_MOE_MINIGEMM_FROM_IQ2_XXS
-#define CUDA_MOE_MINIGEMM_FROM_IQ2_XXS 2
+/* CUDA_MOE_AUTO: below this batch the GEMV path always (batch 1: GEMV 47 vs mini-GEMM 71 us
+ * q2, 51 vs 91 us q4); from it, the choice is made on the device per call: mini-GEMM when
+ * 100 * tiles < X100 * n_tok. Measured (docs/perf.md, H100): a mini-GEMM tile costs about
+ * 8.3 us (q2) / 10.2 us (q4), a GEMV token about 23.5 / 29 us, so the break-even is near
+ * 2.8 tiles per token for both mixes. */
+#ifndef CUDA_MOE_MINIGEMM_FROM
+#define CUDA_MOE_MINIGEMM_FROM 2
 #endif
-#ifndef CUDA_MOE_MINIGEMM_FROM_Q4_K
-#define CUDA_MOE_MINIGEMM_FROM_Q4_K 2
+#ifndef CUDA_MOE_MG_TILES_PER_TOK_X100
+#define CUDA_MOE_MG_TILES_PER_TOK_X100 280
 #endif
 
 #endif
