@@ -1,0 +1,128 @@
+/* moe_avx512.h — private to src/kernels/cpu/moe_*_avx512.c: what the AVX-512 routed-expert
+ * kernels share: the token tile of the mini-GEMM (block scales and bsums pairs of up to 16
+ * tokens, laid out with tokens in lanes, built once per token group), the transposing
+ * reduction that turns 16 int32 vectors into one vector of their 16 sums (how per-block exact
+ * integer totals are obtained for many rows or tokens at once), and the canonical f32 block
+ * combination of moe_kern.h in vector form. Include after the file's target pragma. */
+#ifndef DS4_KERNELS_CPU_MOE_AVX512_H
+#define DS4_KERNELS_CPU_MOE_AVX512_H
+
+#include <immintrin.h>
+
+#include "kernels/cpu/moe_kern.h"
+
+/* Software prefetch of the weight stream this many bytes ahead (as dot_avx512.c). */
+#define MOE_PF_DIST 8192
+
+static inline void moe_prefetch(const void *p, int bytes)
+{
+    for (int o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)p + MOE_PF_DIST + o, _MM_HINT_T0);
+}
+
+static inline float moe_f16(quant_f16 h) { return _cvtsh_ss(h); }
+
+/* Lane j = the sum of the 16 int32 lanes of v[j], for j < 16 (a transpose-and-add tree:
+ * 45 instructions for 16 sums). */
+static inline __m512i moe_reduce16(const __m512i v[16])
+{
+    __m512i t[8], u[4], w[2];
+    for (int i = 0; i < 8; i++) /* per 128-bit lane: a0+a2, b0+b2, a1+a3, b1+b3 */
+        t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                                _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; i++) /* per 128-bit lane: the lane sums of 4 vectors */
+        u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]),
+                                _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
+    for (int i = 0; i < 2; i++) /* halves: lanes 0+1 and 2+3 of 8 vectors */
+        w[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_i32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* The same for 8 vectors: lane j < 8 of the result = the sum of v[j]. */
+static inline __m256i moe_reduce8(const __m512i v[8])
+{
+    __m512i t[4], u[2];
+    for (int i = 0; i < 4; i++)
+        t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                                _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 2; i++)
+        u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]),
+                                _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
+    __m512i w = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    w = _mm512_add_epi32(_mm512_shuffle_i32x4(w, w, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_i32x4(w, w, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_castsi512_si256(w);
+}
+
+/* Lane j = the sum of v[j] for j < n (n <= 16); other lanes 0. */
+static inline __m512i moe_reduce_n(__m512i v[16], int n)
+{
+    for (int i = n; i < 16; i++)
+        v[i] = _mm512_setzero_si512();
+    if (n <= 8)
+        return _mm512_zextsi256_si512(moe_reduce8(v));
+    return moe_reduce16(v);
+}
+
+/* acc + sum of t[0..n) in order, one f32 addition at a time (the canonical block order). */
+static inline float moe_add_seq(float acc, const float *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        acc += t[i];
+    return acc;
+}
+
+/* ---- the kernels of each type (moe_kern.h's table rows, assembled in moe_avx512.c) ------ */
+
+#define MOE_AVX512_KERNELS(T)                                                                 \
+    void cpu_moe_##T##_prep_gemv_avx512(const quant_block_q8_k *x, quant_block_q8_k *out,      \
+                                        int64_t nb);                                          \
+    void cpu_moe_##T##_prep_gemm_avx512(const quant_block_q8_k *x, quant_block_q8_k *out,      \
+                                        int64_t nb);                                          \
+    float cpu_moe_##T##_gemv_avx512(const void *w, const quant_block_q8_k *x, int64_t nb);    \
+    void cpu_moe_##T##_gemv2_avx512(const void *w0, const void *w1, const quant_block_q8_k *x, \
+                                    int64_t nb, float out[2]);                                \
+    void cpu_moe_##T##_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n,       \
+                                   int64_t nb);                                               \
+    void cpu_moe_##T##_gemm_avx512(const void *w, const void *tile, int64_t nb, float *out);  \
+    void cpu_moe_##T##_gemm2_avx512(const void *w0, const void *w1, const void *tile,         \
+                                    int64_t nb, float *out0, float *out1);
+MOE_AVX512_KERNELS(iq2)
+MOE_AVX512_KERNELS(q2k)
+MOE_AVX512_KERNELS(q4k)
+
+/* ---- the token tile of the mini-GEMM ---------------------------------------------------- */
+
+typedef struct moe_tile {
+    int n;                                    /* tokens */
+    const quant_block_q8_k *x[MOE_TILE_TOK];  /* their prepared activations */
+    float dx[MOE_MAX_NB][MOE_TILE_TOK];       /* block scale d per block, token (0 padded) */
+    int32_t bsp[MOE_MAX_NB][8][MOE_TILE_TOK]; /* bsums 2j, 2j+1 as an int16 pair (K-quants) */
+} moe_tile;
+_Static_assert(sizeof(moe_tile) <= MOE_TILE_BYTES, "the AVX-512 tile fits MOE_TILE_BYTES");
+
+/* Fills the tile of x[0..n) (blocks 0..nb-1); with_bsums for the K-quant kernels. */
+static inline void moe_tile_init(moe_tile *T, const quant_block_q8_k *const *x, int n,
+                                 int64_t nb, int with_bsums)
+{
+    T->n = n;
+    for (int i = 0; i < n; i++)
+        T->x[i] = x[i];
+    for (int64_t b = 0; b < nb; b++) {
+        for (int i = 0; i < MOE_TILE_TOK; i++)
+            T->dx[b][i] = i < n ? x[i][b].d : 0.0f;
+        if (!with_bsums)
+            continue;
+        for (int j = 0; j < 8; j++)
+            for (int i = 0; i < MOE_TILE_TOK; i++) {
+                uint32_t lo = i < n ? (uint16_t)x[i][b].bsums[2 * j] : 0;
+                uint32_t hi = i < n ? (uint16_t)x[i][b].bsums[2 * j + 1] : 0;
+                T->bsp[b][j][i] = (int32_t)(lo | hi << 16);
+            }
+    }
+}
+
+#endif
