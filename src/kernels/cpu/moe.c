@@ -65,6 +65,14 @@ const char *cpu_moe_isa_name(void)
     return default_ops()->name;
 }
 
+bool cpu_moe_supported(ds4_type gate_type, ds4_type down_type, int64_t n_embd, int64_t n_ff)
+{
+    const int64_t max = MOE_MAX_NB * QUANT_QK_K;
+    return cpu_moe_kern_for(&cpu_moe_ops_ref, gate_type) &&
+           cpu_moe_kern_for(&cpu_moe_ops_ref, down_type) && n_embd > 0 && n_ff > 0 &&
+           n_embd % QUANT_QK_K == 0 && n_ff % QUANT_QK_K == 0 && n_embd <= max && n_ff <= max;
+}
+
 /* ======== context ======================================================================= */
 
 int cpu_moe_ctx_new(cpu_moe_ctx **out, ds4_error *err)

@@ -78,6 +78,11 @@ void cpu_moe_ctx_free(cpu_moe_ctx *c);
  * with a message in err. Not reentrant on one ctx. */
 int cpu_moe_run(cpu_moe_ctx *c, cpu_pool *p, const cpu_moe_args *a, ds4_error *err);
 
+/* Whether cpu_moe_run has kernels for gate/up weights of type gate_type, down weights of
+ * type down_type and rows of n_embd / n_ff elements (IQ2_XXS, Q2_K, Q4_K; multiples of 256,
+ * at most 16384). A caller falls back to its own products otherwise. */
+bool cpu_moe_supported(ds4_type gate_type, ds4_type down_type, int64_t n_embd, int64_t n_ff);
+
 /* The path cpu_moe_run takes for a batch of n_tok tokens with gate/up weights of type
  * gate_type when asked for CPU_MOE_AUTO: DS4_DECODE_MOE_MINIGEMM=0|1 if set, else the table
  * of measured crossovers in moe.c. */

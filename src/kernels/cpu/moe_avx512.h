@@ -97,31 +97,21 @@ MOE_AVX512_KERNELS(q4k)
 /* ---- the token tile of the mini-GEMM ---------------------------------------------------- */
 
 typedef struct moe_tile {
-    int n;                                    /* tokens */
-    const quant_block_q8_k *x[MOE_TILE_TOK];  /* their prepared activations */
-    float dx[MOE_MAX_NB][MOE_TILE_TOK];       /* block scale d per block, token (0 padded) */
-    int32_t bsp[MOE_MAX_NB][8][MOE_TILE_TOK]; /* bsums 2j, 2j+1 as an int16 pair (K-quants) */
+    int n;                                   /* tokens */
+    const quant_block_q8_k *x[MOE_TILE_TOK]; /* their prepared activations */
+    float dx[MOE_TILE_TOK][MOE_MAX_NB + 16]; /* block scale d per token, block (0 padded) */
 } moe_tile;
 _Static_assert(sizeof(moe_tile) <= MOE_TILE_BYTES, "the AVX-512 tile fits MOE_TILE_BYTES");
 
-/* Fills the tile of x[0..n) (blocks 0..nb-1); with_bsums for the K-quant kernels. */
+/* Fills the tile of x[0..n) (blocks 0..nb-1). */
 static inline void moe_tile_init(moe_tile *T, const quant_block_q8_k *const *x, int n,
-                                 int64_t nb, int with_bsums)
+                                 int64_t nb)
 {
     T->n = n;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         T->x[i] = x[i];
-    for (int64_t b = 0; b < nb; b++) {
-        for (int i = 0; i < MOE_TILE_TOK; i++)
-            T->dx[b][i] = i < n ? x[i][b].d : 0.0f;
-        if (!with_bsums)
-            continue;
-        for (int j = 0; j < 8; j++)
-            for (int i = 0; i < MOE_TILE_TOK; i++) {
-                uint32_t lo = i < n ? (uint16_t)x[i][b].bsums[2 * j] : 0;
-                uint32_t hi = i < n ? (uint16_t)x[i][b].bsums[2 * j + 1] : 0;
-                T->bsp[b][j][i] = (int32_t)(lo | hi << 16);
-            }
+        for (int64_t b = 0; b < nb + 16; b++)
+            T->dx[i][b] = b < nb ? x[i][b].d : 0.0f;
     }
 }
 

@@ -161,10 +161,13 @@ void cpu_moe_iq2_gemv2_avx512(const void *w0, const void *w1, const quant_block_
 
 void cpu_moe_iq2_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n, int64_t nb)
 {
-    moe_tile_init(tile, x, n, nb, 0);
+    moe_tile_init(tile, x, n, nb);
 }
 
-/* Rows w[0..nr) against the tile's tokens: out[r][i]. */
+/* Rows w[0..nr) against the tile's tokens: out[r][i]. Chunks of 16 blocks: each block is
+ * decoded once (signed weights, the x+128 correction), its scaled sub-block sums kept per
+ * token, then per token the 16 block totals come from one transposing reduction and are
+ * combined in block order as the GEMV does. */
 static inline void gemm_rows(const quant_block_iq2_xxs *const *w, int nr, const moe_tile *T,
                              int64_t nb, float *const *out)
 {
@@ -172,37 +175,44 @@ static inline void gemm_rows(const quant_block_iq2_xxs *const *w, int nr, const 
     iq2_consts_init(&c);
     const int n = T->n;
     const __m512i k128 = _mm512_set1_epi8((char)0x80);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        const __m512 dx = _mm512_loadu_ps(T->dx[b]);
+    float acc[2][MOE_TILE_TOK] = {{0}};
+    __m512i v[MOE_TILE_TOK][16];
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int m = nb - b0 < 16 ? (int)(nb - b0) : 16;
         for (int r = 0; r < nr; r++) {
-            moe_prefetch(&w[r][b], (int)sizeof w[r][b]);
-            iq2_dec d;
-            iq2_decode(&c, &w[r][b], &d);
-            __m512i ws[4], corr = _mm512_setzero_si512();
-            for (int p = 0; p < 4; p++) {
-                ws[p] = _mm512_mask_sub_epi8(d.grid[p], d.neg[p], _mm512_setzero_si512(), d.grid[p]);
-                corr = _mm512_dpbusd_epi32(corr, k128, ws[p]);
+            _Alignas(64) float dw[16] = {0}, t[16];
+            for (int i = 0; i < m; i++) {
+                const quant_block_iq2_xxs *bw = &w[r][b0 + i];
+                moe_prefetch(bw, (int)sizeof *bw);
+                dw[i] = moe_f16(bw->d);
+                iq2_dec d;
+                iq2_decode(&c, bw, &d);
+                __m512i ws[4], corr = _mm512_setzero_si512();
+                for (int p = 0; p < 4; p++) {
+                    ws[p] = _mm512_mask_sub_epi8(d.grid[p], d.neg[p], _mm512_setzero_si512(), d.grid[p]);
+                    corr = _mm512_dpbusd_epi32(corr, k128, ws[p]);
+                }
+                const __m512i neg_corr = _mm512_sub_epi32(_mm512_setzero_si512(), corr);
+                for (int j = 0; j < n; j++) {
+                    const int8_t *xq = T->x[j][b0 + i].qs;
+                    __m512i a = neg_corr;
+                    for (int p = 0; p < 4; p++)
+                        a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(xq + 64 * p), ws[p]);
+                    v[j][i] = _mm512_mullo_epi32(a, d.scale);
+                }
             }
-            const __m512i neg_corr = _mm512_sub_epi32(_mm512_setzero_si512(), corr);
-            __m512i v[16];
-            for (int i = 0; i < n; i++) {
-                const int8_t *xq = T->x[i][b].qs;
-                __m512i a = neg_corr;
-                for (int p = 0; p < 4; p++)
-                    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(xq + 64 * p), ws[p]);
-                v[i] = _mm512_mullo_epi32(a, d.scale);
+            const __m512 dwv = _mm512_load_ps(dw);
+            for (int j = 0; j < n; j++) {
+                const __m512i I = moe_reduce_n(v[j], m);
+                const __m512 dd = _mm512_mul_ps(dwv, _mm512_loadu_ps(&T->dx[j][b0]));
+                _mm512_store_ps(t, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(I)));
+                acc[r][j] = moe_add_seq(acc[r][j], t, m);
             }
-            const __m512i I = moe_reduce_n(v, n);
-            const __m512 dd = _mm512_mul_ps(_mm512_set1_ps(moe_f16(w[r][b].d)), dx);
-            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(I)));
         }
     }
-    for (int r = 0; r < nr; r++) {
-        _Alignas(64) float t[16];
-        _mm512_store_ps(t, _mm512_mul_ps(_mm512_set1_ps(0.125f), acc[r]));
-        memcpy(out[r], t, sizeof(float) * (size_t)n);
-    }
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < n; j++)
+            out[r][j] = 0.125f * acc[r][j];
 }
 
 void cpu_moe_iq2_gemm_avx512(const void *w, const void *tile, int64_t nb, float *out)

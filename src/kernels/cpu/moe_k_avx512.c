@@ -24,7 +24,7 @@ static inline float k_combine(float acc, __m512i I, const float *dx, const float
                               const float *dmin, int m)
 {
     _Alignas(32) float t[8];
-    const __m256 dxv = _mm256_load_ps(dx);
+    const __m256 dxv = _mm256_loadu_ps(dx);
     const __m256 q = _mm256_cvtepi32_ps(_mm512_castsi512_si256(I));
     const __m256 mm = _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(I, 1));
     const __m256 d = _mm256_mul_ps(dxv, _mm256_load_ps(dw));
@@ -123,35 +123,20 @@ void cpu_moe_q2k_gemv2_avx512(const void *w0, const void *w1, const quant_block_
 
 void cpu_moe_q2k_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n, int64_t nb)
 {
-    moe_tile_init(tile, x, n, nb, 1);
+    moe_tile_init(tile, x, n, nb);
 }
 
-/* The min term of the tile's tokens (lanes) for a block's mins pairs. */
-static inline __m512i min_term(const moe_tile *T, int64_t b, const int32_t mp[8])
+/* The min products of a block (M lanes 0..7) against one token, as q2k_block. */
+static inline __m512i q2k_mins(__m256i mins, const quant_block_q8_k *x)
 {
-    __m512i M = _mm512_setzero_si512();
-    for (int j = 0; j < 8; j++)
-        M = _mm512_dpwssd_epi32(M, _mm512_loadu_si512(T->bsp[b][j]), _mm512_set1_epi32(mp[j]));
-    return M;
+    return _mm512_zextsi256_si512(
+        _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)x->bsums)));
 }
 
-/* Canonical combination of one block for the tile's tokens (lanes). */
-static inline __m512 k_term(const moe_tile *T, int64_t b, __m512i Q, __m512i M, float dw,
-                            float dmin)
-{
-    const __m512 dx = _mm512_loadu_ps(T->dx[b]);
-    const __m512 d = _mm512_mul_ps(dx, _mm512_set1_ps(dw));
-    const __m512 dm = _mm512_mul_ps(dx, _mm512_set1_ps(dmin));
-    return _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(Q)), _mm512_mul_ps(dm, _mm512_cvtepi32_ps(M)));
-}
-
-static inline void store_n(float *out, __m512 v, int n)
-{
-    _Alignas(64) float t[16];
-    _mm512_store_ps(t, v);
-    memcpy(out, t, sizeof(float) * (size_t)n);
-}
-
+/* Rows w[0..nr) against the tile's tokens, chunks of 8 blocks: each block decoded once
+ * (scale x quant folded into one u8 <= 45 by a 64-entry table, so one vpdpbusd per 64
+ * elements), its Q and M vectors kept per token, then reduced and combined per token as the
+ * GEMV does. */
 static inline void q2k_gemm_rows(const quant_block_q2_k *const *w, int nr, const moe_tile *T,
                                  int64_t nb, float *const *out)
 {
@@ -164,38 +149,45 @@ static inline void q2k_gemm_rows(const quant_block_q2_k *const *w, int nr, const
             ctl[j][i] = (uint8_t)(4 * j + i / 16);
     }
     const __m512i vlut = _mm512_loadu_si512(lut);
+    const __m128i m4 = _mm_set1_epi8(15);
     const int n = T->n;
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
+    float acc[2][MOE_TILE_TOK] = {{0}};
+    __m512i v[MOE_TILE_TOK][16];
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int m = nb - b0 < 8 ? (int)(nb - b0) : 8;
         for (int r = 0; r < nr; r++) {
-            const quant_block_q2_k *bw = &w[r][b];
-            moe_prefetch(bw, (int)sizeof *bw);
-            /* scale x quant of every element as one u8 (<= 45): lut[4 sc + q] */
-            const __m128i raw = _mm_loadu_si128((const __m128i *)bw->scales);
-            const __m512i sc4 = _mm512_castsi128_si512(
-                _mm_slli_epi16(_mm_and_si128(raw, _mm_set1_epi8(15)), 2));
-            __m512i wq[4];
-            for (int j = 0; j < 4; j++) {
-                const __m512i s = _mm512_permutexvar_epi8(_mm512_loadu_si512(ctl[j]), sc4);
-                wq[j] = _mm512_permutexvar_epi8(_mm512_or_si512(s, q2k_quants(&c, bw, j)), vlut);
+            _Alignas(32) float dw[8] = {0}, dmin[8] = {0};
+            for (int i = 0; i < m; i++) {
+                const quant_block_q2_k *bw = &w[r][b0 + i];
+                moe_prefetch(bw, (int)sizeof *bw);
+                dw[i] = moe_f16(bw->d);
+                dmin[i] = moe_f16(bw->dmin);
+                const __m128i raw = _mm_loadu_si128((const __m128i *)bw->scales);
+                const __m512i sc4 = _mm512_castsi128_si512(_mm_slli_epi16(_mm_and_si128(raw, m4), 2));
+                const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+                __m512i wq[4];
+                for (int j = 0; j < 4; j++) {
+                    const __m512i s4 = _mm512_permutexvar_epi8(_mm512_loadu_si512(ctl[j]), sc4);
+                    wq[j] = _mm512_permutexvar_epi8(_mm512_or_si512(s4, q2k_quants(&c, bw, j)), vlut);
+                }
+                for (int t = 0; t < n; t++) {
+                    const quant_block_q8_k *x = &T->x[t][b0 + i];
+                    __m512i a = _mm512_setzero_si512();
+                    for (int j = 0; j < 4; j++)
+                        a = _mm512_dpbusd_epi32(a, wq[j], _mm512_loadu_si512(x->qs + 64 * j));
+                    v[t][i] = a;
+                    v[t][8 + i] = q2k_mins(mins, x);
+                }
             }
-            int32_t mp[8];
-            for (int j = 0; j < 8; j++)
-                mp[j] = (bw->scales[2 * j] >> 4) | (bw->scales[2 * j + 1] >> 4) << 16;
-            __m512i v[16];
-            for (int i = 0; i < n; i++) {
-                const int8_t *xq = T->x[i][b].qs;
-                __m512i a = _mm512_setzero_si512();
-                for (int j = 0; j < 4; j++)
-                    a = _mm512_dpbusd_epi32(a, wq[j], _mm512_loadu_si512(xq + 64 * j));
-                v[i] = a;
+            for (int t = 0; t < n; t++) {
+                for (int i = m; i < 8; i++)
+                    v[t][i] = v[t][8 + i] = _mm512_setzero_si512();
+                acc[r][t] = k_combine(acc[r][t], moe_reduce16(v[t]), &T->dx[t][b0], dw, dmin, m);
             }
-            acc[r] = _mm512_add_ps(acc[r], k_term(T, b, moe_reduce_n(v, n), min_term(T, b, mp),
-                                                  moe_f16(bw->d), moe_f16(bw->dmin)));
         }
     }
     for (int r = 0; r < nr; r++)
-        store_n(out[r], acc[r], n);
+        memcpy(out[r], acc[r], sizeof(float) * (size_t)n);
 }
 
 void cpu_moe_q2k_gemm_avx512(const void *w, const void *tile, int64_t nb, float *out)
@@ -310,46 +302,54 @@ void cpu_moe_q4k_gemv2_avx512(const void *w0, const void *w1, const quant_block_
 
 void cpu_moe_q4k_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n, int64_t nb)
 {
-    moe_tile_init(tile, x, n, nb, 1);
+    moe_tile_init(tile, x, n, nb);
 }
 
+/* As q2k_gemm_rows: each block's nibbles and int16 scale vectors decoded once per row. */
 static inline void q4k_gemm_rows(const quant_block_q4_k *const *w, int nr, const moe_tile *T,
                                  int64_t nb, float *const *out)
 {
     q4k_consts c;
     q4k_consts_init(&c);
     const int n = T->n;
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
+    float acc[2][MOE_TILE_TOK] = {{0}};
+    __m512i v[MOE_TILE_TOK][16];
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int m = nb - b0 < 8 ? (int)(nb - b0) : 8;
         for (int r = 0; r < nr; r++) {
-            const quant_block_q4_k *bw = &w[r][b];
-            moe_prefetch(bw, (int)sizeof *bw);
-            const __m128i scm = q4k_scales_mins(bw->scales);
-            const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(scm));
-            __m512i q[4], s[4];
-            for (int k = 0; k < 4; k++) {
-                q[k] = q4k_quants(&c, bw, k);
-                s[k] = _mm512_permutexvar_epi16(c.sel[k], sc);
+            _Alignas(32) float dw[8] = {0}, dmin[8] = {0};
+            for (int i = 0; i < m; i++) {
+                const quant_block_q4_k *bw = &w[r][b0 + i];
+                moe_prefetch(bw, (int)sizeof *bw);
+                dw[i] = moe_f16(bw->d);
+                dmin[i] = moe_f16(bw->dmin);
+                const __m128i scm = q4k_scales_mins(bw->scales);
+                const __m256i mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, c.mins_ctl));
+                const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(scm));
+                __m512i q[4], s4[4];
+                for (int k = 0; k < 4; k++) {
+                    q[k] = q4k_quants(&c, bw, k);
+                    s4[k] = _mm512_permutexvar_epi16(c.sel[k], sc);
+                }
+                for (int t = 0; t < n; t++) {
+                    const quant_block_q8_k *x = &T->x[t][b0 + i];
+                    __m512i a = _mm512_setzero_si512();
+                    for (int k = 0; k < 4; k++)
+                        a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(q[k], _mm512_loadu_si512(x->qs + 64 * k)), s4[k]);
+                    v[t][i] = a;
+                    v[t][8 + i] = _mm512_zextsi256_si512(
+                        _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)x->bsums)));
+                }
             }
-            _Alignas(16) uint8_t sm[16];
-            _mm_store_si128((__m128i *)sm, scm);
-            int32_t mp[8];
-            for (int j = 0; j < 8; j++)
-                mp[j] = sm[8 + j] | sm[8 + j] << 16;
-            __m512i v[16];
-            for (int i = 0; i < n; i++) {
-                const int8_t *xq = T->x[i][b].qs;
-                __m512i a = _mm512_setzero_si512();
-                for (int k = 0; k < 4; k++)
-                    a = _mm512_dpwssd_epi32(a, _mm512_maddubs_epi16(q[k], _mm512_loadu_si512(xq + 64 * k)), s[k]);
-                v[i] = a;
+            for (int t = 0; t < n; t++) {
+                for (int i = m; i < 8; i++)
+                    v[t][i] = v[t][8 + i] = _mm512_setzero_si512();
+                acc[r][t] = k_combine(acc[r][t], moe_reduce16(v[t]), &T->dx[t][b0], dw, dmin, m);
             }
-            acc[r] = _mm512_add_ps(acc[r], k_term(T, b, moe_reduce_n(v, n), min_term(T, b, mp),
-                                                  moe_f16(bw->d), moe_f16(bw->dmin)));
         }
     }
     for (int r = 0; r < nr; r++)
-        store_n(out[r], acc[r], n);
+        memcpy(out[r], acc[r], sizeof(float) * (size_t)n);
 }
 
 void cpu_moe_q4k_gemm_avx512(const void *w, const void *tile, int64_t nb, float *out)
