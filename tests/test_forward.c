@@ -3,7 +3,8 @@
  * q2, q4 and f16 type mixes: logits against the reference forward (the only differences are
  * the activation quantization and f32 accumulation), and three invariants that must hold
  * bit for bit: 1 thread == 2 == 3 threads, decode one token at a time == one prefill call ==
- * prefill split over calls (logits and caches), QAT on and off. Then argument errors.
+ * prefill split over calls (logits and caches), QAT on and off, the routed experts' GEMV and
+ * mini-GEMM paths (DS4_DECODE_MOE_MINIGEMM=0|1). Then argument errors.
  * The token count passes every feature: the raw window, ratio-4 and ratio-128 rows, the
  * indexer selecting. Usage: test_forward [case-substring]. Spec: §3, §3.11, §4.1. */
 #include <math.h>
@@ -265,6 +266,62 @@ static void check_invariants(const char *quant, bool qat, uint64_t seed)
     unload(&L);
 }
 
+/* The routed experts' two CPU paths (kernels/cpu/moe.h) give the same logits bit for bit:
+ * DS4_DECODE_MOE_MINIGEMM=0 (GEMV) and =1 (mini-GEMM) forced, for one prefill call and for
+ * decode calls of 1 and of 4 tokens (speculative verification), and equal to the automatic
+ * choice. */
+static void check_moe_paths(const char *quant, uint64_t seed)
+{
+    char name[96];
+    snprintf(name, sizeof name, "tiny-%s: DS4_DECODE_MOE_MINIGEMM", quant);
+    if (!want(name))
+        return;
+    ds4_error err = {0};
+    loaded L;
+    if (load_tiny(&L, quant, false, &err) != 0) {
+        t_check(false, "%s: make/load the model: %s", name, err.msg);
+        free(L.buf);
+        return;
+    }
+    const model *m = L.m;
+    const uint32_t V = m->hp.n_vocab;
+    const size_t nl = (size_t)N_TOK * V;
+    int32_t tok[N_TOK];
+    gen_tokens(tok, V, seed);
+    float *a = malloc(nl * 4), *b = malloc(nl * 4);
+    uint32_t fours[N_TOK / 4 + 2], ones[N_TOK + 1];
+    int nf = 0;
+    for (uint32_t done = 0; done < N_TOK; done += 4)
+        fours[nf++] = N_TOK - done < 4 ? N_TOK - done : 4;
+    fours[nf] = 0;
+    for (int i = 0; i < N_TOK; i++)
+        ones[i] = 1;
+    ones[N_TOK] = 0;
+    const uint32_t whole[] = {N_TOK, 0};
+    const uint32_t *splits[] = {whole, ones, fours};
+    const char *what[] = {"one prefill call", "decode 1 token per call", "calls of 4 tokens"};
+    model_state *s = NULL;
+    int rc = run_split(pools[2], m, true, tok, whole, a, &s, &err); /* automatic choice */
+    model_state_free(s);
+    for (int k = 0; rc == 0 && k < 3; k++) {
+        size_t d = 0;
+        for (int path = 0; path < 2; path++) {
+            setenv("DS4_DECODE_MOE_MINIGEMM", path ? "1" : "0", 1);
+            int rc2 = run_split(pools[2], m, true, tok, splits[k], b, &s, &err);
+            d += rc2 ? nl : n_diff(a, b, nl);
+            model_state_free(s);
+            s = NULL;
+        }
+        unsetenv("DS4_DECODE_MOE_MINIGEMM");
+        t_case(d == 0, (double)d, FWD_EXACT_TOL, "%s=0 == =1 == automatic, %s (logits "
+               "differing)", name, what[k]);
+    }
+    if (rc)
+        t_check(false, "%s: forward: %s", name, err.msg);
+    free(a), free(b);
+    unload(&L);
+}
+
 static void check_errors(void)
 {
     if (!want("errors"))
@@ -319,6 +376,8 @@ int main(int argc, char **argv)
     check_invariants("q2", false, seed + 5);
     check_invariants("q4", true, seed + 6);
     check_invariants("f16", true, seed + 7);
+    check_moe_paths("q2", seed + 8);
+    check_moe_paths("q4", seed + 9);
     check_errors();
     for (int n = 1; n <= 3; n++)
         cpu_pool_free(pools[n]);

@@ -32,6 +32,7 @@ static void fwd_free(fwd *f)
         free(f->th[i].iscore);
     }
     free(f->th);
+    cpu_moe_ctx_free(f->moe);
     for (int i = 0; i < FWD_ACTS; i++)
         cpu_act_free(&f->acts[i]);
     cpu_act_free(&f->grouped);
@@ -81,7 +82,7 @@ static int fwd_new(fwd *f, const model *m, model_state *s, cpu_pool *pool, uint3
               ALLOC(f->G, TK * f->wmax) && ALLOC(f->U, TK * f->wmax) &&
               ALLOC(f->M, TK * f->wmax) && ALLOC(f->DN, TK * d) && ALLOC(f->GS, T * f->wmax) &&
               ALLOC(f->US, T * f->wmax) && ALLOC(f->MS, T * f->wmax) && ALLOC(f->YS, T * d) &&
-              ALLOC(f->mm, 2 * E + 8);
+              ALLOC(f->mm, 2 * E + 8) && cpu_moe_ctx_new(&f->moe, NULL) == 0;
     for (int i = 0; ok && i < f->n_threads; i++)
         ok = ALLOC(f->th[i].f, fs) && ALLOC(f->th[i].rows, nrows) &&
              ALLOC(f->th[i].scores, nrows) && ALLOC(f->th[i].iscore, f->cap);

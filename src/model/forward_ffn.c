@@ -1,11 +1,15 @@
 /* forward_ffn.c — the FFN sublayer of the optimized forward (§3.9) for a chunk of tokens:
- * HC pre, ffn_norm, router, then the routed experts batched by expert: every (token, k)
- * choice gets a slot, slots are grouped by expert so each expert's gate/up/down rows are read
- * once for all its tokens, and all experts (plus the shared expert) run in one dispatch per
- * stage. Activations (§4.1): h quantized once to Q8_K for every expert's gate and up (and to
- * Q8_0 for the shared expert), each slot's hidden to Q8_K before down. The routed outputs are
- * summed per token in k order, then the shared expert, as the reference does.
- * Owns the slot bookkeeping; routing and SwiGLU math are moe.c's. */
+ * HC pre, ffn_norm, router, then the routed experts. Where src/kernels/cpu/moe.h has kernels
+ * for the expert types (IQ2_XXS, Q2_K, Q4_K) the routed experts are one cpu_moe_run (GEMV or
+ * mini-GEMM path by batch size, DS4_DECODE_MOE_MINIGEMM; the same bits either way) and the
+ * shared expert runs beside it. Otherwise (F16/F32/Q8_0 experts) they are batched by expert
+ * here: every (token, k) choice gets a slot, slots are grouped by expert so each expert's
+ * gate/up/down rows are read once for all its tokens, and all experts (plus the shared
+ * expert) run in one dispatch per stage. Activations (§4.1): h quantized once to Q8_K for
+ * every expert's gate and up (and to Q8_0 for the shared expert), each slot's hidden to Q8_K
+ * before down. The routed outputs are summed per token (cpu_moe: in (expert, k) order; here:
+ * in k order), then the shared expert is added. Owns the slot bookkeeping; routing and SwiGLU
+ * math are moe.c's. */
 #include <string.h>
 
 #include "model/forward_impl.h"
@@ -92,6 +96,61 @@ static void assign_slots(fwd *f)
     if (!name)                                                                                 \
         return f->err ? f->err->code : DS4_E_NOMEM
 
+/* The shared expert's SwiGLU of token t (the cpu_moe route). */
+static void tok_shared_swiglu(fwd *f, uint32_t t, fwd_thread *th)
+{
+    slot_swiglu(f, f->T * f->hp->n_expert_used + t, th);
+}
+
+/* y = routed (already in Y) + shared. */
+static void tok_add_shared(fwd *f, uint32_t t, fwd_thread *th)
+{
+    (void)th;
+    const uint64_t d = f->hp->n_embd;
+    float *y = f->Y + t * d;
+    const float *ys = f->YS + t * d;
+    for (uint64_t i = 0; i < d; i++)
+        y[i] += ys[i];
+}
+
+/* Whether the routed experts of L go through cpu_moe_run. */
+static bool use_cpu_moe(const model_layer *L)
+{
+    return cpu_moe_supported(L->ffn_gate_exps->type, L->ffn_down_exps->type,
+                             L->ffn_gate_exps->ne[0], L->ffn_gate_exps->ne[1]);
+}
+
+static cpu_moe_tensor moe_tensor(const gguf_tensor *t)
+{
+    const size_t rb = quant_row_bytes(t->type, t->ne[0]);
+    return (cpu_moe_tensor){ t->type, t->ne[0], t->ne[1], t->data, rb, rb * (size_t)t->ne[1] };
+}
+
+/* Steps 6-8 through cpu_moe_run: the shared expert's SwiGLU and down, the routed experts
+ * into Y, then Y += shared. */
+static int ffn_cpu_moe(fwd *f, const model_layer *L)
+{
+    const model_hparams *hp = f->hp;
+    const uint32_t T = f->T, d = hp->n_embd;
+    const uint32_t n_sh = (uint32_t)L->ffn_gate_shexp->ne[1];
+    model_fwd_loop(f, T, tok_shared_swiglu);
+    f->n_acts = 0;
+    ACT(sq, f->MS, n_sh, T, f->wmax, L->ffn_down_shexp);
+    f->mm[0] = (cpu_mm){ model_fwd_weight(L->ffn_down_shexp), sq, 0, NULL, (int)T, f->YS, d };
+    cpu_matmul_many(f->pool, f->mm, 1);
+    const cpu_moe_layer ml = { moe_tensor(L->ffn_gate_exps), moe_tensor(L->ffn_up_exps),
+                               moe_tensor(L->ffn_down_exps), (int)hp->n_expert,
+                               hp->swiglu_clamp[f->il] };
+    const cpu_moe_args a = { &ml, (int)T, (int)hp->n_expert_used, f->ESEL, f->EW, f->H, d,
+                             f->Y, d, false, CPU_MOE_AUTO, (int)f->il };
+    int rc = cpu_moe_run(f->moe, f->pool, &a, f->err);
+    if (rc)
+        return rc;
+    model_fwd_loop(f, T, tok_add_shared);
+    model_fwd_hc_post(f);
+    return 0;
+}
+
 int model_fwd_ffn(fwd *f)
 {
     const model_hparams *hp = f->hp;
@@ -126,6 +185,8 @@ int model_fwd_ffn(fwd *f)
 
     /* 4-5. selection and weights per token, then slots grouped by expert */
     model_fwd_loop(f, T, tok_route);
+    if (use_cpu_moe(L))
+        return ffn_cpu_moe(f, L);
     assign_slots(f);
 
     /* 6. every chosen expert's gate and up over its tokens: h quantized once (Q8_K) */

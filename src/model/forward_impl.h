@@ -7,6 +7,7 @@
 #define DS4_MODEL_FORWARD_IMPL_H
 
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/moe.h"
 #include "model/forward.h"
 #include "model/ops.h"
 
@@ -71,6 +72,7 @@ typedef struct fwd {
     float *GS, *US, *MS; /* [T][wmax] shared expert */
     float *YS;           /* [T][n_embd] */
     cpu_mm *mm;          /* [2*n_expert + 8] products of one dispatch */
+    cpu_moe_ctx *moe;    /* routed experts through cpu_moe_run where it has kernels */
 
     uint32_t n_hblock;   /* attention: head blocks per token */
     uint32_t idx_chunks; /* indexer: row ranges per token (decode) */
