@@ -3,7 +3,8 @@
  * thread count; prints ms/token, tokens/s, and for decode the weight bytes one token reads
  * (every tensor but the embedding table and the routed experts not chosen: n_expert_used of
  * n_expert) as GB/s and % of the read bandwidth measured here. Checks first that decode and
- * prefill give the same logits for the first tokens (the forward's own invariant).
+ * prefill give the same logits for the first tokens (the forward's own invariant), then runs
+ * every token once untimed so page faults of the mapped weights stay out of the timing.
  * Usage: forward_bench MODEL.gguf [--prefill N] [--decode N] [--threads N] [--csv FILE]
  * A model: build/bin/ds4-mkmodel m.gguf --preset flash-shape --layers 2 --quant q2 --fill random
  * Follows style.md §10; owns no kernels. */
@@ -107,6 +108,9 @@ int main(int argc, char **argv)
     for (int i = 0; ok && i < 4; i++)
         ok = model_forward_pool(pool, m, s, tok + i, 1, logits + (size_t)i * V, &err) == 0;
     ok = ok && memcmp(check, logits, sizeof(float) * V * 4) == 0;
+    /* warm-up: one untimed pass over every token maps the weight pages the runs will touch */
+    model_state_reset(s);
+    ok = ok && model_forward_pool(pool, m, s, tok, (uint32_t)N, NULL, &err) == 0;
     model_state_reset(s);
 
     double t0 = bench_now_s();
