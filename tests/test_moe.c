@@ -315,16 +315,24 @@ static void check_kernels(const cpu_moe_ops *ops, uint64_t seed)
             for (int t = 0; t < MAX_TOK; t++)
                 xp[t] = xm + t * nb;
             for (int cnt = 1; cnt <= MAX_TOK; cnt++) {
-                float o0[MAX_TOK], o1[MAX_TOK], o2[MAX_TOK];
+                /* rows: w, w1, then w again (tile of 3, and of 1) */
+                float o0[MAX_TOK * MOE_TILE_ROWS], o1[MAX_TOK * MOE_TILE_ROWS];
+                float o2[MAX_TOK * MOE_TILE_ROWS];
                 _Alignas(64) static unsigned char tile[MOE_TILE_BYTES];
+                const size_t rb = bb * (size_t)nb;
+                uint8_t *w3 = malloc(3 * rb);
+                memcpy(w3, w, 2 * rb), memcpy(w3 + 2 * rb, w, rb);
                 k->tile(tile, xp, cnt, nb);
-                k->gemm(w, tile, nb, o0);
-                k->gemm2(w, w1, tile, nb, o1, o2);
+                k->gemm(w3, rb, 3, tile, nb, o0);
+                k->gemm2(w, rb, w1, rb, 1, tile, nb, o1, o2);
                 for (int t = 0; t < cnt; t++) {
                     float e0 = ref(n, w, x + t * nb), e1 = ref(n, w1, x + t * nb);
-                    bad += n_diff(&o0[t], &e0, 1) + n_diff(&o1[t], &e0, 1) + n_diff(&o2[t], &e1, 1);
-                    total += 3;
+                    const float *g = o0 + t * MOE_TILE_ROWS;
+                    bad += n_diff(&g[0], &e0, 1) + n_diff(&g[1], &e1, 1) + n_diff(&g[2], &e0, 1);
+                    bad += n_diff(&o1[t * MOE_TILE_ROWS], &e0, 1) + n_diff(&o2[t * MOE_TILE_ROWS], &e1, 1);
+                    total += 5;
                 }
+                free(w3);
             }
             free(w), free(x), free(xv), free(xm), free(h);
         }

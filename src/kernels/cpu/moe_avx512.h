@@ -1,9 +1,9 @@
 /* moe_avx512.h — private to src/kernels/cpu/moe_*_avx512.c: what the AVX-512 routed-expert
- * kernels share: the token tile of the mini-GEMM (block scales and bsums pairs of up to 16
- * tokens, laid out with tokens in lanes, built once per token group), the transposing
- * reduction that turns 16 int32 vectors into one vector of their 16 sums (how per-block exact
- * integer totals are obtained for many rows or tokens at once), and the canonical f32 block
- * combination of moe_kern.h in vector form. Include after the file's target pragma. */
+ * kernels share: the token tile of the mini-GEMM (the tokens' activations and block scales,
+ * built once per token group), the transposing reduction that turns 16 int32 vectors into one
+ * vector of their 16 sums (per-block exact totals of many blocks at once), the 16 x 16 int32
+ * transpose of the row tiles, per-row f16 scales as lanes, and the kernel declarations.
+ * Include after the file's target pragma. */
 #ifndef DS4_KERNELS_CPU_MOE_AVX512_H
 #define DS4_KERNELS_CPU_MOE_AVX512_H
 
@@ -75,6 +75,45 @@ static inline float moe_add_seq(float acc, const float *t, int n)
     return acc;
 }
 
+/* c[j] lane i = r[i] lane j: a 16 x 16 transpose of int32 (64 shuffles). */
+static inline void moe_transpose16(const __m512i r[16], __m512i c[16])
+{
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* u[4g + j], 128-bit lane L: rows 4g..4g+3 of column 4L+j */
+        u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        const __m512i a = _mm512_shuffle_i32x4(u[j], u[4 + j], _MM_SHUFFLE(2, 0, 2, 0));
+        const __m512i b = _mm512_shuffle_i32x4(u[j], u[4 + j], _MM_SHUFFLE(3, 1, 3, 1));
+        const __m512i cc = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], _MM_SHUFFLE(2, 0, 2, 0));
+        const __m512i d = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], _MM_SHUFFLE(3, 1, 3, 1));
+        c[j] = _mm512_shuffle_i32x4(a, cc, _MM_SHUFFLE(2, 0, 2, 0));
+        c[8 + j] = _mm512_shuffle_i32x4(a, cc, _MM_SHUFFLE(3, 1, 3, 1));
+        c[4 + j] = _mm512_shuffle_i32x4(b, d, _MM_SHUFFLE(2, 0, 2, 0));
+        c[12 + j] = _mm512_shuffle_i32x4(b, d, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+
+/* The f16 scale at byte offset off of the blocks of nr rows (rb apart; missing rows repeat
+ * the last), as 16 f32 lanes. */
+static inline __m512 moe_row_scales(const uint8_t *blk, size_t rb, int nr, size_t off)
+{
+    _Alignas(64) float v[16];
+    for (int r = 0; r < 16; r++) {
+        quant_f16 h;
+        memcpy(&h, blk + (size_t)(r < nr ? r : nr - 1) * rb + off, sizeof h);
+        v[r] = moe_f16(h);
+    }
+    return _mm512_load_ps(v);
+}
+
 /* ---- the kernels of each type (moe_kern.h's table rows, assembled in moe_avx512.c) ------ */
 
 #define MOE_AVX512_KERNELS(T)                                                                 \
@@ -87,9 +126,11 @@ static inline float moe_add_seq(float acc, const float *t, int n)
                                     int64_t nb, float out[2]);                                \
     void cpu_moe_##T##_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n,       \
                                    int64_t nb);                                               \
-    void cpu_moe_##T##_gemm_avx512(const void *w, const void *tile, int64_t nb, float *out);  \
-    void cpu_moe_##T##_gemm2_avx512(const void *w0, const void *w1, const void *tile,         \
-                                    int64_t nb, float *out0, float *out1);
+    void cpu_moe_##T##_gemm_avx512(const void *w, size_t rb, int nr, const void *tile,        \
+                                   int64_t nb, float *out);                                   \
+    void cpu_moe_##T##_gemm2_avx512(const void *w0, size_t rb0, const void *w1, size_t rb1,   \
+                                    int nr, const void *tile, int64_t nb, float *out0,        \
+                                    float *out1);
 MOE_AVX512_KERNELS(iq2)
 MOE_AVX512_KERNELS(q2k)
 MOE_AVX512_KERNELS(q4k)

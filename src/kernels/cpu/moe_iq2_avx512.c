@@ -5,10 +5,11 @@
  * sub-block scales 2s+1 to their sum. Grid rows come from 64-bit gathers; the 7-bit sign
  * fields are cut out by vpmultishiftqb and get their parity bit from one GF(2) affine
  * transform (the ksigns_iq2xs rule). Activations are stored in the same order (prep_*).
- * GEMV: signs applied to the activation, vpdpbusd(grid, signed x). Mini-GEMM: each block
- * decoded once into signed weights, tokens as x+128 (u8) with the 128*sum(w) correction
- * preloaded in the accumulator. Both give the exact per-block sums of cpu_dot_iq2_xxs_q8_k_ref
- * and combine them in its float order (moe_kern.h). */
+ * GEMV: signs applied to the activation, vpdpbusd(grid, signed x). Mini-GEMM: blocks decoded
+ * into signed weights, tokens as x+128 (u8) with the 128*sum(w) correction; up to SMALL_N
+ * tokens row by row (16 blocks' sums per token reduced at once), more in 16-row tiles
+ * transposed so that lanes are rows (no reductions). All give the exact per-block sums of
+ * cpu_dot_iq2_xxs_q8_k_ref and combine them in its float order (moe_kern.h). */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,f16c,fma")
 #include "kernels/cpu/moe_avx512.h"
 
@@ -33,7 +34,7 @@ void cpu_moe_iq2_prep_gemv_avx512(const quant_block_q8_k *x, quant_block_q8_k *o
         permute_block(x + b, out + b, 0);
 }
 
-/* x + 128 as u8: the sign bit flipped. */
+/* Mini-GEMM: x + 128 as u8 (the sign bit flipped), group-major as well. */
 void cpu_moe_iq2_prep_gemm_avx512(const quant_block_q8_k *x, quant_block_q8_k *out, int64_t nb)
 {
     for (int64_t b = 0; b < nb; b++)
@@ -164,11 +165,12 @@ void cpu_moe_iq2_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n
     moe_tile_init(tile, x, n, nb);
 }
 
-/* Rows w[0..nr) against the tile's tokens: out[r][i]. Chunks of 16 blocks: each block is
- * decoded once (signed weights, the x+128 correction), its scaled sub-block sums kept per
- * token, then per token the 16 block totals come from one transposing reduction and are
- * combined in block order as the GEMV does. */
-static inline void gemm_rows(const quant_block_iq2_xxs *const *w, int nr, const moe_tile *T,
+/* Up to SMALL_N tokens a 16-row tile's transposes cost more than they save: each row alone,
+ * its blocks decoded once for the few tokens, 16 blocks' scaled sums per token reduced at
+ * once (moe_reduce16) and combined in the reference's float order. */
+#define SMALL_N 4
+
+static inline void iq2_rows_small(const quant_block_iq2_xxs *const *w, int nr, const moe_tile *T,
                              int64_t nb, float *const *out)
 {
     iq2_consts c;
@@ -215,17 +217,101 @@ static inline void gemm_rows(const quant_block_iq2_xxs *const *w, int nr, const 
             out[r][j] = 0.125f * acc[r][j];
 }
 
-void cpu_moe_iq2_gemm_avx512(const void *w, const void *tile, int64_t nb, float *out)
+/* nr <= 16 rows against the tile's tokens (more than SMALL_N of them). Per block: each row
+ * decoded (group-major, signs applied) and the 16 rows transposed so that vector d holds
+ * dword d of every row, lanes = rows; then per sub-block s its 8 vectors (dwords 16p + 2s,
+ * 16p + 2s + 1) stay in registers while every token's 8 matching activation dwords (x + 128)
+ * are broadcast against them, the sums scaled by 2s+1 per lane. The 128 * sum(w) the offset
+ * adds is taken off once per block (K), so each lane ends with the block's exact I_b of its
+ * row, combined in the float order of the reference. */
+static void iq2_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int64_t nb,
+                     float *out)
 {
-    const quant_block_iq2_xxs *rows[1] = {w};
-    float *o[1] = {out};
-    gemm_rows(rows, 1, tile, nb, o);
+    iq2_consts c;
+    iq2_consts_init(&c);
+    const int n = T->n;
+    const __m512i k128 = _mm512_set1_epi8((char)0x80);
+    __m512 acc[MOE_TILE_TOK];
+    for (int t = 0; t < n; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i rowv[4][16], sc1[16], W[64], SC[16], I[MOE_TILE_TOK];
+        for (int r = 0; r < 16; r++) {
+            const quant_block_iq2_xxs *blk =
+                (const quant_block_iq2_xxs *)(w + (size_t)(r < nr ? r : nr - 1) * rb) + b;
+            moe_prefetch(blk, (int)sizeof *blk);
+            iq2_dec d;
+            iq2_decode(&c, blk, &d);
+            for (int z = 0; z < 4; z++)
+                rowv[z][r] = _mm512_mask_sub_epi8(d.grid[z], d.neg[z], _mm512_setzero_si512(), d.grid[z]);
+            sc1[r] = d.scale; /* dwords 2s, 2s+1: 2 scale_s + 1 */
+        }
+        for (int z = 0; z < 4; z++)
+            moe_transpose16(rowv[z], &W[16 * z]);
+        moe_transpose16(sc1, SC); /* SC[2s] lane r: 2 scale_s + 1 of row r */
+        __m512i K = _mm512_setzero_si512();
+        for (int s8 = 0; s8 < 8; s8++) {
+            __m512i cs = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k++)
+                cs = _mm512_dpbusd_epi32(cs, k128, W[16 * (k / 2) + 2 * s8 + k % 2]);
+            K = _mm512_add_epi32(K, _mm512_mullo_epi32(cs, SC[2 * s8]));
+        }
+        const __m512i negK = _mm512_sub_epi32(_mm512_setzero_si512(), K);
+        for (int t = 0; t < n; t++)
+            I[t] = negK;
+        for (int s8 = 0; s8 < 8; s8++) {
+            __m512i Wr[8];
+            for (int k = 0; k < 8; k++)
+                Wr[k] = W[16 * (k / 2) + 2 * s8 + k % 2];
+            for (int t = 0; t < n; t++) {
+                const int32_t *xd = (const int32_t *)(const void *)T->x[t][b].qs + 2 * s8;
+                __m512i a = _mm512_setzero_si512();
+                for (int k = 0; k < 8; k++)
+                    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(xd[16 * (k / 2) + k % 2]), Wr[k]);
+                I[t] = _mm512_add_epi32(I[t], _mm512_mullo_epi32(a, SC[2 * s8]));
+            }
+        }
+        const __m512 dw = moe_row_scales(w + b * sizeof(quant_block_iq2_xxs), rb, nr, 0);
+        for (int t = 0; t < n; t++) {
+            const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(T->dx[t][b]));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(I[t])));
+        }
+    }
+    for (int t = 0; t < n; t++)
+        _mm512_storeu_ps(out + t * MOE_TILE_ROWS, _mm512_mul_ps(_mm512_set1_ps(0.125f), acc[t]));
 }
 
-void cpu_moe_iq2_gemm2_avx512(const void *w0, const void *w1, const void *tile, int64_t nb,
-                              float *out0, float *out1)
+/* nr rows through the per-row kernel into out[t * MOE_TILE_ROWS + r]. */
+static void iq2_small(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int64_t nb,
+                      float *out)
 {
-    const quant_block_iq2_xxs *rows[2] = {w0, w1};
-    float *o[2] = {out0, out1};
-    gemm_rows(rows, 2, tile, nb, o);
+    float o[MOE_TILE_TOK];
+    for (int r = 0; r < nr; r++) {
+        const quant_block_iq2_xxs *row = (const quant_block_iq2_xxs *)(w + (size_t)r * rb);
+        float *po[1] = {o};
+        iq2_rows_small(&row, 1, T, nb, po);
+        for (int t = 0; t < T->n; t++)
+            out[t * MOE_TILE_ROWS + r] = o[t];
+    }
+}
+
+void cpu_moe_iq2_gemm_avx512(const void *w, size_t rb, int nr, const void *tile, int64_t nb,
+                             float *out)
+{
+    if (((const moe_tile *)tile)->n <= SMALL_N)
+        iq2_small(w, rb, nr, tile, nb, out);
+    else
+        iq2_rows(w, rb, nr, tile, nb, out);
+}
+
+void cpu_moe_iq2_gemm2_avx512(const void *w0, size_t rb0, const void *w1, size_t rb1, int nr,
+                              const void *tile, int64_t nb, float *out0, float *out1)
+{
+    if (((const moe_tile *)tile)->n <= SMALL_N) {
+        iq2_small(w0, rb0, nr, tile, nb, out0);
+        iq2_small(w1, rb1, nr, tile, nb, out1);
+    } else {
+        iq2_rows(w0, rb0, nr, tile, nb, out0);
+        iq2_rows(w1, rb1, nr, tile, nb, out1);
+    }
 }

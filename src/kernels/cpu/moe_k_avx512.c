@@ -2,11 +2,14 @@
  * q4 mix), AVX-512 with VNNI and VBMI, on plain Q8_K activations (natural element order).
  * GEMV: per block, the scaled sums by vpmaddubsw + vpdpwssd (sub-block scales as int16 lanes)
  * and the min term mins x bsums by vpmaddwd, as dot_avx512.c; 8 blocks' Q and M vectors are
- * reduced to 16 exact totals at once (moe_reduce16). Mini-GEMM: each block decoded once per
- * row (Q2_K: scale x quant folded into one u8 by a 64-entry vpermb table, dotted by vpdpbusd;
- * Q4_K: nibbles and int16 scale vectors), the min term of all tile tokens at once from the
- * tile's bsums pairs (tokens in lanes). Exact per-block Q_b and M_b of cpu_dot_q*_k_q8_k_ref,
- * combined in its float order (moe_kern.h). */
+ * reduced to 16 exact totals at once (moe_reduce16). Mini-GEMM, up to SMALL_N tokens: the
+ * same per row, each block decoded once for the tokens (Q2_K: scale x quant folded into one
+ * u8 by a 64-entry vpermb table, one vpdpbusd per 64 elements). More tokens: 16-row tiles,
+ * the raw quants of the 16 rows transposed so that lanes are rows (no reductions at all), 8
+ * weight vectors in registers against broadcast activation dwords, sub-block scales per lane
+ * (Q2_K folded), the min term by vpdpwssd of per-row min pairs and broadcast bsums pairs.
+ * All give the exact per-block Q_b and M_b of cpu_dot_q*_k_q8_k_ref, combined in its float
+ * order (moe_kern.h). */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,f16c,fma")
 #include "kernels/cpu/moe_avx512.h"
 
@@ -126,6 +129,11 @@ void cpu_moe_q2k_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n
     moe_tile_init(tile, x, n, nb);
 }
 
+/* Up to SMALL_N tokens a 16-row tile's transposes cost more than they save: each row alone,
+ * its blocks decoded once for the few tokens (Q2_K: scale x quant folded by a 64-entry
+ * table), 8 blocks' Q and M vectors per token reduced at once, combined as the GEMV. */
+#define SMALL_N 4
+
 /* The min products of a block (M lanes 0..7) against one token, as q2k_block. */
 static inline __m512i q2k_mins(__m256i mins, const quant_block_q8_k *x)
 {
@@ -133,11 +141,7 @@ static inline __m512i q2k_mins(__m256i mins, const quant_block_q8_k *x)
         _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)x->bsums)));
 }
 
-/* Rows w[0..nr) against the tile's tokens, chunks of 8 blocks: each block decoded once
- * (scale x quant folded into one u8 <= 45 by a 64-entry table, so one vpdpbusd per 64
- * elements), its Q and M vectors kept per token, then reduced and combined per token as the
- * GEMV does. */
-static inline void q2k_gemm_rows(const quant_block_q2_k *const *w, int nr, const moe_tile *T,
+static inline void q2k_rows_small(const quant_block_q2_k *const *w, int nr, const moe_tile *T,
                                  int64_t nb, float *const *out)
 {
     q2k_consts c;
@@ -190,19 +194,141 @@ static inline void q2k_gemm_rows(const quant_block_q2_k *const *w, int nr, const
         memcpy(out[r], acc[r], sizeof(float) * (size_t)n);
 }
 
-void cpu_moe_q2k_gemm_avx512(const void *w, const void *tile, int64_t nb, float *out)
+/* The 16 rows' blocks b (missing rows repeat the last). */
+#define ROW_BLOCK(type, w, rb, nr, r, b) \
+    ((const type *)((w) + (size_t)((r) < (nr) ? (r) : (nr) - 1) * (rb)) + (b))
+
+/* One block of nr <= 16 rows against the tile's tokens, lanes = rows: Q (exact scaled sums)
+ * and M (min terms) of every token, the canonical combination added to acc[t]. W holds the
+ * 64 dword vectors (elements 4d..4d+3 of every row); sc[j] the int32 scale of the 8 vectors
+ * of sub-block j (NULL: already folded into W); mp[j] the mins of bsums pair j (int16 pairs).
+ * Per group of 8 vectors the weights stay in registers while each token's 8 activation
+ * dwords are broadcast against them. */
+static inline void k_rows_block(const __m512i W[64], const __m512i *sc, const __m512i mp[8],
+                                const moe_tile *T, int64_t b, __m512 dw, __m512 dmin,
+                                __m512 acc[MOE_TILE_TOK])
 {
-    const quant_block_q2_k *rows[1] = {w};
-    float *o[1] = {out};
-    q2k_gemm_rows(rows, 1, tile, nb, o);
+    const int n = T->n;
+    __m512i Q[MOE_TILE_TOK];
+    for (int t = 0; t < n; t++)
+        Q[t] = _mm512_setzero_si512();
+    for (int g = 0; g < 8; g++) {
+        __m512i Wr[8];
+        for (int k = 0; k < 8; k++)
+            Wr[k] = W[8 * g + k];
+        for (int t = 0; t < n; t++) {
+            const int32_t *xd = (const int32_t *)(const void *)T->x[t][b].qs + 8 * g;
+            __m512i a = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k++)
+                a = _mm512_dpbusd_epi32(a, Wr[k], _mm512_set1_epi32(xd[k]));
+            Q[t] = _mm512_add_epi32(Q[t], sc ? _mm512_mullo_epi32(a, sc[g]) : a);
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        const int32_t *bs = (const int32_t *)(const void *)T->x[t][b].bsums;
+        __m512i M = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++)
+            M = _mm512_dpwssd_epi32(M, mp[j], _mm512_set1_epi32(bs[j]));
+        const __m512 dx = _mm512_set1_ps(T->dx[t][b]);
+        const __m512 q = _mm512_mul_ps(_mm512_mul_ps(dx, dw), _mm512_cvtepi32_ps(Q[t]));
+        const __m512 m = _mm512_mul_ps(_mm512_mul_ps(dx, dmin), _mm512_cvtepi32_ps(M));
+        acc[t] = _mm512_add_ps(acc[t], _mm512_sub_ps(q, m));
+    }
 }
 
-void cpu_moe_q2k_gemm2_avx512(const void *w0, const void *w1, const void *tile, int64_t nb,
-                              float *out0, float *out1)
+/* pshufb control: in every dword lane, byte i <- byte sel[i] of the same lane (0x80: zero). */
+static inline __m512i lane_ctl(int s0, int s1, int s2, int s3)
 {
-    const quant_block_q2_k *rows[2] = {w0, w1};
-    float *o[2] = {out0, out1};
-    q2k_gemm_rows(rows, 2, tile, nb, o);
+    uint8_t c[64];
+    const int sel[4] = {s0, s1, s2, s3};
+    for (int i = 0; i < 64; i++)
+        c[i] = (uint8_t)(sel[i % 4] < 0 ? 0x80 : (i & ~3) % 16 + sel[i % 4]);
+    return _mm512_loadu_si512(c);
+}
+
+/* Q2_K rows: per block, the 16 rows' qs (16 dwords each) transposed once, each dword split
+ * into its four 2-bit fields (shift 2s gives elements 128h + 32s + 4(k%8).., a natural dword)
+ * and scale x quant folded into one u8 by a 64-entry vpermb table, so a block is 64 vpdpbusd
+ * per token with no scaling; the mins as int16 pairs per row against the bsums pairs. */
+static void q2k_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int64_t nb,
+                     float *out)
+{
+    uint8_t lut[64];
+    for (int i = 0; i < 64; i++)
+        lut[i] = (uint8_t)((i >> 2) * (i & 3));
+    const __m512i vlut = _mm512_loadu_si512(lut), m3 = _mm512_set1_epi8(3);
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512i rep[4], pair[2];
+    for (int i = 0; i < 4; i++)
+        rep[i] = lane_ctl(i, i, i, i);
+    for (int i = 0; i < 2; i++)
+        pair[i] = lane_ctl(2 * i, -1, 2 * i + 1, -1);
+    const int n = T->n;
+    __m512 acc[MOE_TILE_TOK];
+    for (int t = 0; t < n; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i q[16], sm[16], Tq[16], S[16], W[64], mp[8];
+        for (int r = 0; r < 16; r++) {
+            const quant_block_q2_k *blk = ROW_BLOCK(quant_block_q2_k, w, rb, nr, r, b);
+            moe_prefetch(blk, (int)sizeof *blk);
+            q[r] = _mm512_loadu_si512(blk->qs);
+            sm[r] = _mm512_zextsi128_si512(_mm_loadu_si128((const __m128i *)blk->scales));
+        }
+        moe_transpose16(q, Tq);
+        moe_transpose16(sm, S); /* S[k] lane r: scales 4k..4k+3 of row r */
+        for (int j = 0; j < 16; j++) { /* sub-block j = natural dwords 4j..4j+3 */
+            const __m512i sc4 = _mm512_slli_epi32(
+                _mm512_and_si512(_mm512_shuffle_epi8(S[j / 4], rep[j % 4]), m4), 2);
+            for (int i = 0; i < 4; i++) {
+                const int d = 4 * j + i, h = d / 32, s2 = (d / 8) % 4, k = 8 * h + d % 8;
+                const __m512i qv = _mm512_srli_epi32(Tq[k], 2 * s2);
+                W[d] = _mm512_permutexvar_epi8(_mm512_ternarylogic_epi32(qv, m3, sc4, 0xEA), vlut);
+            }
+        }
+        for (int j = 0; j < 8; j++) /* mins 2j, 2j+1 as an int16 pair */
+            mp[j] = _mm512_srli_epi16(_mm512_shuffle_epi8(S[j / 2], pair[j % 2]), 4);
+        const __m512 dw = moe_row_scales(w + b * sizeof(quant_block_q2_k), rb, nr, 80);
+        const __m512 dmin = moe_row_scales(w + b * sizeof(quant_block_q2_k), rb, nr, 82);
+        k_rows_block(W, NULL, mp, T, b, dw, dmin, acc);
+    }
+    for (int t = 0; t < n; t++)
+        _mm512_storeu_ps(out + t * MOE_TILE_ROWS, acc[t]);
+}
+
+/* nr rows through a per-row kernel into out[t * MOE_TILE_ROWS + r]. */
+#define SMALL_ROWS(fn, type)                                                                  \
+    do {                                                                                      \
+        float o[MOE_TILE_TOK];                                                                \
+        for (int r = 0; r < nr; r++) {                                                        \
+            const type *row = (const type *)((const uint8_t *)w + (size_t)r * rb);            \
+            float *po[1] = {o};                                                               \
+            fn(&row, 1, T, nb, po);                                                           \
+            for (int t = 0; t < T->n; t++)                                                    \
+                out[t * MOE_TILE_ROWS + r] = o[t];                                            \
+        }                                                                                     \
+    } while (0)
+
+static void q2k_small(const void *w, size_t rb, int nr, const moe_tile *T, int64_t nb,
+                      float *out)
+{
+    SMALL_ROWS(q2k_rows_small, quant_block_q2_k);
+}
+
+void cpu_moe_q2k_gemm_avx512(const void *w, size_t rb, int nr, const void *tile, int64_t nb,
+                             float *out)
+{
+    if (((const moe_tile *)tile)->n <= SMALL_N)
+        q2k_small(w, rb, nr, tile, nb, out);
+    else
+        q2k_rows(w, rb, nr, tile, nb, out);
+}
+
+void cpu_moe_q2k_gemm2_avx512(const void *w0, size_t rb0, const void *w1, size_t rb1, int nr,
+                              const void *tile, int64_t nb, float *out0, float *out1)
+{
+    cpu_moe_q2k_gemm_avx512(w0, rb0, nr, tile, nb, out0);
+    cpu_moe_q2k_gemm_avx512(w1, rb1, nr, tile, nb, out1);
 }
 
 /* ======== Q4_K ========================================================================= */
@@ -305,8 +431,7 @@ void cpu_moe_q4k_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n
     moe_tile_init(tile, x, n, nb);
 }
 
-/* As q2k_gemm_rows: each block's nibbles and int16 scale vectors decoded once per row. */
-static inline void q4k_gemm_rows(const quant_block_q4_k *const *w, int nr, const moe_tile *T,
+static inline void q4k_rows_small(const quant_block_q4_k *const *w, int nr, const moe_tile *T,
                                  int64_t nb, float *const *out)
 {
     q4k_consts c;
@@ -352,17 +477,66 @@ static inline void q4k_gemm_rows(const quant_block_q4_k *const *w, int nr, const
         memcpy(out[r], acc[r], sizeof(float) * (size_t)n);
 }
 
-void cpu_moe_q4k_gemm_avx512(const void *w, const void *tile, int64_t nb, float *out)
+static void q4k_small(const void *w, size_t rb, int nr, const moe_tile *T, int64_t nb,
+                      float *out)
 {
-    const quant_block_q4_k *rows[1] = {w};
-    float *o[1] = {out};
-    q4k_gemm_rows(rows, 1, tile, nb, o);
+    SMALL_ROWS(q4k_rows_small, quant_block_q4_k);
 }
 
-void cpu_moe_q4k_gemm2_avx512(const void *w0, const void *w1, const void *tile, int64_t nb,
-                              float *out0, float *out1)
+/* Q4_K rows: per block, the 16 rows' qs (32 dwords each) transposed once and split into
+ * nibbles (chunk c's dword k': low nibbles are elements 64c + 4k'.., high ones 64c + 32 +
+ * 4k'..); per sub-block its 8 vectors and an int32 scale per row; the mins as int16 pairs. */
+static void q4k_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int64_t nb,
+                     float *out)
 {
-    const quant_block_q4_k *rows[2] = {w0, w1};
-    float *o[2] = {out0, out1};
-    q4k_gemm_rows(rows, 2, tile, nb, o);
+    const __m512i m4 = _mm512_set1_epi8(15), mff = _mm512_set1_epi32(0xff);
+    const int n = T->n;
+    __m512 acc[MOE_TILE_TOK];
+    for (int t = 0; t < n; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i qa[16], qb[16], sm[16], Ta[16], Tb[16], S[16], W[64], sc[8], mp[8];
+        for (int r = 0; r < 16; r++) {
+            const quant_block_q4_k *blk = ROW_BLOCK(quant_block_q4_k, w, rb, nr, r, b);
+            moe_prefetch(blk, (int)sizeof *blk);
+            qa[r] = _mm512_loadu_si512(blk->qs);
+            qb[r] = _mm512_loadu_si512(blk->qs + 64);
+            sm[r] = _mm512_zextsi128_si512(q4k_scales_mins(blk->scales));
+        }
+        moe_transpose16(qa, Ta);
+        moe_transpose16(qb, Tb);
+        moe_transpose16(sm, S); /* S[0], S[1]: scales 0-3, 4-7; S[2], S[3]: mins */
+        for (int k = 0; k < 32; k++) {
+            const __m512i v = k < 16 ? Ta[k] : Tb[k - 16];
+            const int c = k / 8, kk = k % 8;
+            W[16 * c + kk] = _mm512_and_si512(v, m4);
+            W[16 * c + 8 + kk] = _mm512_and_si512(_mm512_srli_epi32(v, 4), m4);
+        }
+        for (int j = 0; j < 8; j++) {
+            sc[j] = _mm512_and_si512(_mm512_srli_epi32(S[j / 4], 8 * (j % 4)), mff);
+            const __m512i m = _mm512_and_si512(_mm512_srli_epi32(S[2 + j / 4], 8 * (j % 4)), mff);
+            mp[j] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+        }
+        const __m512 dw = moe_row_scales(w + b * sizeof(quant_block_q4_k), rb, nr, 0);
+        const __m512 dmin = moe_row_scales(w + b * sizeof(quant_block_q4_k), rb, nr, 2);
+        k_rows_block(W, sc, mp, T, b, dw, dmin, acc);
+    }
+    for (int t = 0; t < n; t++)
+        _mm512_storeu_ps(out + t * MOE_TILE_ROWS, acc[t]);
+}
+
+void cpu_moe_q4k_gemm_avx512(const void *w, size_t rb, int nr, const void *tile, int64_t nb,
+                             float *out)
+{
+    if (((const moe_tile *)tile)->n <= SMALL_N)
+        q4k_small(w, rb, nr, tile, nb, out);
+    else
+        q4k_rows(w, rb, nr, tile, nb, out);
+}
+
+void cpu_moe_q4k_gemm2_avx512(const void *w0, size_t rb0, const void *w1, size_t rb1, int nr,
+                              const void *tile, int64_t nb, float *out0, float *out1)
+{
+    cpu_moe_q4k_gemm_avx512(w0, rb0, nr, tile, nb, out0);
+    cpu_moe_q4k_gemm_avx512(w1, rb1, nr, tile, nb, out1);
 }

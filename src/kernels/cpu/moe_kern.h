@@ -20,6 +20,7 @@
 #include "quant/quant.h"
 
 #define MOE_TILE_TOK 16  /* tokens of one mini-GEMM tile (a larger expert group is split) */
+#define MOE_TILE_ROWS 16 /* weight rows of one mini-GEMM kernel call */
 #define MOE_MAX_NB 64     /* blocks per row (n_in <= 16384): bounds the tile */
 #define MOE_TILE_BYTES (40 << 10) /* a tile's bytes in any variant (64-byte aligned) */
 
@@ -38,11 +39,12 @@ typedef struct cpu_moe_kern {
      * (nb blocks each) in whatever form the gemm kernels read, built once per token group
      * into MOE_TILE_BYTES at tile */
     void (*tile)(void *tile, const quant_block_q8_k *const *x, int n, int64_t nb);
-    /* one row against the tile's tokens, each block decoded once: out[i] = w.x[i] */
-    void (*gemm)(const void *w, const void *tile, int64_t nb, float *out);
+    /* nr <= MOE_TILE_ROWS rows (row r at w + r * rb) against the tile's tokens, each block of
+     * the rows decoded once for all of them: out[i * MOE_TILE_ROWS + r] = row r . x[i] */
+    void (*gemm)(const void *w, size_t rb, int nr, const void *tile, int64_t nb, float *out);
     /* gate and up rows against the same tile */
-    void (*gemm2)(const void *w0, const void *w1, const void *tile, int64_t nb, float *out0,
-                  float *out1);
+    void (*gemm2)(const void *w0, size_t rb0, const void *w1, size_t rb1, int nr,
+                  const void *tile, int64_t nb, float *out0, float *out1);
 } cpu_moe_kern;
 
 /* One variant: its name, the shared helpers, and a kernel row per weight type. */

@@ -32,20 +32,20 @@ static void tile(void *t, const quant_block_q8_k *const *x, int n, int64_t nb)
         out[0] = dotfn(nb * QUANT_QK_K, w0, x);                                               \
         out[1] = dotfn(nb * QUANT_QK_K, w1, x);                                               \
     }                                                                                         \
-    static void gemm_##T(const void *w, const void *t, int64_t nb, float *out)               \
+    static void gemm_##T(const void *w, size_t rb, int nr, const void *t, int64_t nb,        \
+                         float *out)                                                          \
     {                                                                                         \
         const ref_tile *T = t;                                                                \
         for (int i = 0; i < T->n; i++)                                                        \
-            out[i] = dotfn(nb * QUANT_QK_K, w, T->x[i]);                                      \
+            for (int r = 0; r < nr; r++)                                                      \
+                out[i * MOE_TILE_ROWS + r] =                                                  \
+                    dotfn(nb * QUANT_QK_K, (const uint8_t *)w + (size_t)r * rb, T->x[i]);     \
     }                                                                                         \
-    static void gemm2_##T(const void *w0, const void *w1, const void *t, int64_t nb,         \
-                          float *out0, float *out1)                                           \
+    static void gemm2_##T(const void *w0, size_t rb0, const void *w1, size_t rb1, int nr,    \
+                          const void *t, int64_t nb, float *out0, float *out1)                \
     {                                                                                         \
-        const ref_tile *T = t;                                                                \
-        for (int i = 0; i < T->n; i++) {                                                      \
-            out0[i] = dotfn(nb * QUANT_QK_K, w0, T->x[i]);                                    \
-            out1[i] = dotfn(nb * QUANT_QK_K, w1, T->x[i]);                                    \
-        }                                                                                     \
+        gemm_##T(w0, rb0, nr, t, nb, out0);                                                   \
+        gemm_##T(w1, rb1, nr, t, nb, out1);                                                   \
     }                                                                                         \
     static const cpu_moe_kern kern_##T = {NULL,      NULL,     gemv_##T, gemv2_##T,           \
                                           tile,      gemm_##T, gemm2_##T};
