@@ -181,27 +181,6 @@ int model_fwd_hc_mix(fwd *f, const gguf_tensor *fn)
  * §3.3 the attention sublayer of layer f->il for the chunk.
  * ====================================================================================== */
 
-/* §3.8 QAT of a KV row (raw or compressed): FP8 on the non-RoPE dims, F16 storage. */
-static void qat_kv_row(const model_state *s, float *row)
-{
-    const model_hparams *hp = &s->m->hp;
-    if (!s->qat)
-        return;
-    qat_fp8_sim(row, hp->head_dim - hp->n_rot);
-    qat_f16_round(row, hp->head_dim);
-}
-
-/* §3.8 QAT of an indexer row: Hadamard + FP4, F16 storage. */
-static void qat_index_row(const model_state *s, float *row)
-{
-    const uint32_t n = s->m->hp.indexer_head_dim;
-    if (!s->qat)
-        return;
-    qat_hadamard(row, n);
-    qat_fp4_sim(row, n);
-    qat_f16_round(row, n);
-}
-
 /* Steps 1-2: HC pre from the mixer output, h = RMSNorm(x) * attn_norm. */
 static void tok_attn_pre(fwd *f, uint32_t t, fwd_thread *th)
 {
@@ -227,7 +206,7 @@ static void tok_attn_qkv(fwd *f, uint32_t t, fwd_thread *th)
     float *kv = f->RAW + (uint64_t)t * D;
     model_rmsnorm(kv, D, hp->rms_eps, L->attn_kv_a_norm, kv);
     rope_apply(&f->rope[f->il], kv, D, f->pos0 + t, false);
-    qat_kv_row(f->s, kv);
+    qat_kv_row(&f->s->m->hp, f->s->qat, kv);
 }
 
 /* Step 3: each query head RMS-normalised without weight, then RoPE'd at its position. */
@@ -446,13 +425,13 @@ static int attn_layer(fwd *f)
         const uint32_t pos = f->pos0 + t;
         if (compressor_push_proj(hp, &aw, &f->rope[il], &ls->attn_cmp, f->CK + t * f->cmp_w,
                                  f->CS + t * f->cmp_w, pos, row)) {
-            qat_kv_row(f->s, row);
+            qat_kv_row(&f->s->m->hp, f->s->qat, row);
             memcpy(ls->comp + (uint64_t)ls->n_comp++ * D, row, D * sizeof(float));
         }
         if (ls->index && compressor_push_proj(hp, &iw, &f->rope[il], &ls->index_cmp,
                                               f->IK + t * f->idx_w, f->IS + t * f->idx_w, pos,
                                               row)) {
-            qat_index_row(f->s, row);
+            qat_index_row(&f->s->m->hp, f->s->qat, row);
             memcpy(ls->index + (uint64_t)ls->n_index++ * hp->indexer_head_dim, row,
                    hp->indexer_head_dim * sizeof(float));
         }

@@ -107,27 +107,6 @@ static void embed(const model *m, int32_t token, float *X)
         memcpy(X + (uint64_t)i * d, X, d * sizeof(float));
 }
 
-/* §3.8 QAT of a KV row (raw or compressed): FP8 on the non-RoPE dims, F16 storage. */
-static void qat_kv_row(const model_state *s, float *row)
-{
-    const model_hparams *hp = &s->m->hp;
-    if (!s->qat)
-        return;
-    qat_fp8_sim(row, hp->head_dim - hp->n_rot);
-    qat_f16_round(row, hp->head_dim);
-}
-
-/* §3.8 QAT of an indexer row: Hadamard + FP4, F16 storage. */
-static void qat_index_row(const model_state *s, float *row)
-{
-    const uint32_t n = s->m->hp.indexer_head_dim;
-    if (!s->qat)
-        return;
-    qat_hadamard(row, n);
-    qat_fp4_sim(row, n);
-    qat_f16_round(row, n);
-}
-
 /* §3.3 steps 1-4: HC pre, attn_norm, the Q path (qn kept for the indexer) and the KV row. */
 static void attn_input(const model *m, const model_state *s, uint32_t il, const float *X,
                        uint32_t pos, ref_buf *b, float *h, float *qn, float *q, float *post,
@@ -153,7 +132,7 @@ static void attn_input(const model *m, const model_state *s, uint32_t il, const 
     model_matvec(L->attn_kv, 0, h, kv);
     model_rmsnorm(kv, D, hp->rms_eps, L->attn_kv_a_norm, kv);
     rope_apply(rc, kv, D, pos, false);
-    qat_kv_row(s, kv);
+    qat_kv_row(&s->m->hp, s->qat, kv);
 }
 
 /* §3.3 step 5 / §3.5: the compressors of layer il take the token's h; emitted rows get
@@ -169,7 +148,7 @@ static void compress(const model *m, model_state *s, uint32_t il, const float *h
     const compressor_w aw = { L->attn_compressor_ape, L->attn_compressor_kv,
                               L->attn_compressor_gate, L->attn_compressor_norm };
     if (compressor_push(hp, &aw, &b->rope[il], &ls->attn_cmp, h, pos, b->crow)) {
-        qat_kv_row(s, b->crow);
+        qat_kv_row(&s->m->hp, s->qat, b->crow);
         memcpy(ls->comp + (uint64_t)ls->n_comp++ * hp->head_dim, b->crow,
                hp->head_dim * sizeof(float));
     }
@@ -178,7 +157,7 @@ static void compress(const model *m, model_state *s, uint32_t il, const float *h
     const compressor_w iw = { L->indexer_compressor_ape, L->indexer_compressor_kv,
                               L->indexer_compressor_gate, L->indexer_compressor_norm };
     if (compressor_push(hp, &iw, &b->rope[il], &ls->index_cmp, h, pos, b->irow)) {
-        qat_index_row(s, b->irow);
+        qat_index_row(&s->m->hp, s->qat, b->irow);
         memcpy(ls->index + (uint64_t)ls->n_index++ * hp->indexer_head_dim, b->irow,
                hp->indexer_head_dim * sizeof(float));
     }

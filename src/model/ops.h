@@ -137,6 +137,13 @@ void qat_fp4_sim(float *x, uint32_t n);
 /* Rounds every value through F16 (storage precision of cached rows). */
 void qat_f16_round(float *x, uint32_t n);
 
+/* §3.8 QAT of a KV row (raw or compressed, head_dim wide) as stored: FP8 on the non-RoPE
+ * dims, then F16 rounding. Does nothing when on is false (DS4_NO_QAT_SIM). */
+void qat_kv_row(const model_hparams *hp, bool on, float *row);
+
+/* §3.8 QAT of an indexer row (indexer_head_dim wide): Hadamard, FP4, F16 rounding. */
+void qat_index_row(const model_hparams *hp, bool on, float *row);
+
 /* ---- compressor.c: KV compressors (§3.5) ---- */
 
 /* The rolling state of one compressor: n_slot slots of width values of (kv, score).

@@ -96,3 +96,21 @@ void qat_f16_round(float *x, uint32_t n)
     for (uint32_t i = 0; i < n; i++)
         x[i] = quant_f16_to_f32(quant_f32_to_f16(x[i]));
 }
+
+void qat_kv_row(const model_hparams *hp, bool on, float *row)
+{
+    if (!on)
+        return;
+    qat_fp8_sim(row, hp->head_dim - hp->n_rot);
+    qat_f16_round(row, hp->head_dim);
+}
+
+void qat_index_row(const model_hparams *hp, bool on, float *row)
+{
+    const uint32_t n = hp->indexer_head_dim;
+    if (!on)
+        return;
+    qat_hadamard(row, n);
+    qat_fp4_sim(row, n);
+    qat_f16_round(row, n);
+}
