@@ -1,14 +1,16 @@
 /* moe_bench.c — one routed-expert MoE layer (src/kernels/cpu/moe.h) at the published DS4
  * Flash dimensions (n_embd 4096, n_ff 2048, 256 experts, 6 per token) for the q2 mix
  * (IQ2_XXS gate/up, Q2_K down) and the q4 mix (Q4_K), batch 1, 2, 4, 8, 16, the GEMV and the
- * mini-GEMM path interleaved A/B in one run, in two regimes:
+ * mini-GEMM path interleaved A/B in one run, in three regimes:
  *   cold: every call takes 6 experts not touched for the last ~40 calls (a shuffled walk over
- *         all 256), so the weights stream from DRAM;
- *   warm: the same 6 experts every call (from cache: what operator benchmarks usually print).
- * The tokens of a batch share the call's 6 experts (k order shuffled per token, own route
- * weights), the speculative-verification case. Weights are random valid blocks written
- * directly. Before timing, both paths are checked bit-exact against the reference variant.
- * Prints median/min us per layer, weight GB/s (bytes of the 6 experts / median), % of the
+ *         all 256), so the weights stream from DRAM; the batch's tokens share them (k order
+ *         shuffled per token, own route weights): the speculative-verification case;
+ *   warm: the same 6 experts every call (from cache: what operator benchmarks usually print);
+ *   indep: every token takes its own 6 of the cold walk (independent requests: little
+ *         sharing, up to 6 x batch experts per call).
+ * Weights are random valid blocks written directly. Before timing, both paths are checked
+ * bit-exact against the reference variant.
+ * Prints median/min us per layer, weight GB/s (bytes of the distinct experts / median), % of the
  * read bandwidth measured here with the pool's threads, time / batch-1 time of the same path,
  * and the GEMV/mini-GEMM ratio (> 1: mini-GEMM faster); --csv writes the rows, and
  * bench/plot_moe.py draws them. Usage: moe_bench [--csv FILE] [--threads N] [--iters N]
@@ -186,22 +188,52 @@ typedef struct {
     double med, min;
 } timing;
 
-static void run_case(cpu_moe_ctx *c, cpu_pool *p, const cpu_moe_layer *L, state *S, int cold,
-                     int n_tok, int iters, timing out[2])
+enum { COLD, WARM, INDEP };
+static const char *const regime_names[] = {"cold", "warm", "indep"};
+
+/* Ids and weights of one call; returns the number of distinct experts. */
+static int setup_call(state *S, int regime, int n_tok)
+{
+    int32_t set[N_USED];
+    if (regime != INDEP) {
+        pick(S, regime == COLD, set);
+        assign(S, set, n_tok);
+        return N_USED;
+    }
+    unsigned char seen[N_EXPERT] = {0};
+    int distinct = 0;
+    for (int t = 0; t < n_tok; t++) {
+        pick(S, 1, set);
+        for (int k = 0; k < N_USED; k++) {
+            S->ids[t * N_USED + k] = set[k];
+            S->w[t * N_USED + k] = 0.1f + (float)(rng_next(&S->rng) % 1000) * 4e-4f;
+            distinct += !seen[set[k]];
+            seen[set[k]] = 1;
+        }
+    }
+    return distinct;
+}
+
+/* Median/min us of each path; *experts gets the mean distinct experts per call. */
+static void run_case(cpu_moe_ctx *c, cpu_pool *p, const cpu_moe_layer *L, state *S, int regime,
+                     int n_tok, int iters, timing out[2], double *experts)
 {
     double t[2][256];
-    int32_t set[N_USED];
+    long distinct = 0;
     for (int it = -2; it < iters; it++) {
         for (int k = 0; k < 2; k++) {
             const int pi = (it + k) & 1; /* alternate which path goes first */
-            pick(S, cold, set); /* a cold call never finds the other path's experts cached */
-            assign(S, set, n_tok);
+            /* a cold call never finds the other path's experts cached */
+            const int d = setup_call(S, regime, n_tok);
+            if (it >= 0)
+                distinct += d;
             const double t0 = bench_now_s();
             call(c, p, L, S, n_tok, pi ? CPU_MOE_MINIGEMM : CPU_MOE_GEMV, S->y);
             if (it >= 0)
                 t[pi][it] = 1e6 * (bench_now_s() - t0);
         }
     }
+    *experts = (double)distinct / (2.0 * iters);
     for (int pi = 0; pi < 2; pi++) {
         double mn = t[pi][0];
         for (int i = 1; i < iters; i++)
@@ -250,7 +282,8 @@ int main(int argc, char **argv)
     if (bench_bandwidth(nth, &bw1, &bw))
         return 1;
     printf("# %d threads; %d timed calls per path and case (after 2), paths interleaved; "
-           "ratio = gemv / minigemm; x b1 = time / batch-1 time of the same path\n", nth, o.iters);
+           "ratio = gemv / minigemm; x b1 = time / batch-1 time of the same path (cold, warm: "
+           "their own batch 1; indep: -)\n", nth, o.iters);
     FILE *csv = o.csv ? fopen(o.csv, "w") : NULL;
     if (csv)
         fprintf(csv, "mix,regime,batch,path,median_us,min_us,gbs,pct_bw,x_batch1,ratio,threads,"
@@ -279,37 +312,41 @@ int main(int argc, char **argv)
             failed = 1;
         } else
             printf("# %s: both paths == reference variant (batch 4, bit for bit)\n", mix);
-        const double gb = (double)N_USED * (double)expert_bytes(&L) / 1e9;
-        for (int cold = 1; cold >= 0; cold--) {
+        for (int regime = COLD; regime <= INDEP; regime++) {
             double b1[2] = {0, 0};
-            for (int bi = 0; bi < N_BATCH; bi++) {
+            for (int bi = regime == INDEP; bi < N_BATCH; bi++) {
                 timing tm[2];
-                run_case(c, p, &L, S, cold, batches[bi], o.iters, tm);
+                double experts;
+                run_case(c, p, &L, S, regime, batches[bi], o.iters, tm, &experts);
+                const double gb = experts * (double)expert_bytes(&L) / 1e9;
                 for (int pi = 0; pi < 2; pi++) {
                     if (bi == 0)
                         b1[pi] = tm[pi].med;
                     const double gbs = gb / (tm[pi].med * 1e-6), ratio = tm[0].med / tm[1].med;
                     const char *path = pi ? "minigemm" : "gemv";
+                    const double xb1 = b1[pi] > 0 ? tm[pi].med / b1[pi] : NAN;
                     printf("%-3s %-5s %5d %-9s %10.0f %10.0f %7.2f %5.1f%% %6.2f %6.2f\n", mix,
-                           cold ? "cold" : "warm", batches[bi], path, tm[pi].med, tm[pi].min,
-                           gbs, 100.0 * gbs / bw, tm[pi].med / b1[pi], ratio);
+                           regime_names[regime], batches[bi], path, tm[pi].med, tm[pi].min,
+                           gbs, 100.0 * gbs / bw, xb1, ratio);
                     if (csv)
                         fprintf(csv, "%s,%s,%d,%s,%.1f,%.1f,%.3f,%.2f,%.3f,%.3f,%d,%.2f\n", mix,
-                                cold ? "cold" : "warm", batches[bi], path, tm[pi].med,
-                                tm[pi].min, gbs, 100.0 * gbs / bw, tm[pi].med / b1[pi], ratio,
-                                nth, bw);
+                                regime_names[regime], batches[bi], path, tm[pi].med,
+                                tm[pi].min, gbs, 100.0 * gbs / bw, xb1, ratio, nth, bw);
                 }
                 fflush(stdout);
             }
         }
         free_layer(&L);
     }
-    printf("# auto path (DS4_DECODE_MOE_MINIGEMM unset): q2");
+    printf("# auto path (DS4_DECODE_MOE_MINIGEMM unset), tokens sharing 6 experts: q2");
     for (int bi = 0; bi < N_BATCH; bi++)
-        printf(" %d:%s", batches[bi], cpu_moe_path_name(cpu_moe_auto_path(DS4_TYPE_IQ2_XXS, batches[bi])));
+        printf(" %d:%s", batches[bi],
+               cpu_moe_path_name(cpu_moe_auto_path(DS4_TYPE_IQ2_XXS, batches[bi], batches[bi])));
     printf("; q4");
     for (int bi = 0; bi < N_BATCH; bi++)
-        printf(" %d:%s", batches[bi], cpu_moe_path_name(cpu_moe_auto_path(DS4_TYPE_Q4_K, batches[bi])));
+        printf(" %d:%s", batches[bi],
+               cpu_moe_path_name(cpu_moe_auto_path(DS4_TYPE_Q4_K, batches[bi], batches[bi])));
+    printf("; independent tokens: %s", cpu_moe_path_name(cpu_moe_auto_path(DS4_TYPE_IQ2_XXS, 16, 1.0)));
     printf("\n# whole run: %.0f s\n", bench_now_s() - t_start);
     if (csv)
         fclose(csv);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # plot_moe.py — draws the CSV of bench/moe_bench (--csv) as a PNG: microseconds per MoE layer
-# against batch size, one panel per mix (q2, q4), GEMV and mini-GEMM in the cold and warm
-# regimes, with the DRAM floor (the 6 experts' bytes at the measured read bandwidth).
+# against batch size, one panel per mix (q2, q4), GEMV and mini-GEMM in the cold, warm and
+# indep regimes, with the DRAM floor of batch 1 (6 experts' bytes at the measured bandwidth).
 # Needs matplotlib (pip install -r requirements-bench.txt). Owns no measurement.
 # Usage: bench/plot_moe.py moe.csv docs/moe_bench.png
 import csv
@@ -20,7 +20,8 @@ def main(src, dst):
     mixes = [m for m in ("q2", "q4") if any(r["mix"] == m for r in rows)]
     fig, axes = plt.subplots(1, len(mixes), figsize=(6 * len(mixes), 4.5), squeeze=False)
     styles = {("gemv", "cold"): ("tab:blue", "-"), ("gemv", "warm"): ("tab:blue", "--"),
-              ("minigemm", "cold"): ("tab:red", "-"), ("minigemm", "warm"): ("tab:red", "--")}
+              ("minigemm", "cold"): ("tab:red", "-"), ("minigemm", "warm"): ("tab:red", "--"),
+              ("gemv", "indep"): ("tab:blue", ":"), ("minigemm", "indep"): ("tab:red", ":")}
     for ax, mix in zip(axes[0], mixes):
         sel = [r for r in rows if r["mix"] == mix]
         for (path, regime), (color, ls) in styles.items():
@@ -36,7 +37,7 @@ def main(src, dst):
         ax.set_xscale("log", base=2)
         ax.set_xticks([1, 2, 4, 8, 16])
         ax.set_xticklabels(["1", "2", "4", "8", "16"])
-        ax.set_xlabel("tokens in the batch (sharing the 6 experts)")
+        ax.set_xlabel("tokens in the batch (cold/warm: sharing 6 experts; indep: 6 each)")
         ax.set_ylabel("ms per MoE layer (median)")
         ax.set_title(f"{mix} mix, {sel[0]['threads']} threads")
         ax.grid(True, alpha=0.3)

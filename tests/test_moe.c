@@ -459,11 +459,15 @@ static void check_mix(const char *mix, const cpu_moe_ops *fast, int64_t n_embd, 
     t_case(d == 0 && lines == 4, (double)d, MOE_EXACT_TOL, "%s: DS4_MOE_STAGE_PROFILE=1: %d "
            "stage lines, same output", name, lines);
     setenv("DS4_DECODE_MOE_MINIGEMM", "0", 1);
-    bool ok = cpu_moe_auto_path(L.gate.type, 16) == CPU_MOE_GEMV;
+    bool ok = cpu_moe_auto_path(L.gate.type, 16, 16.0) == CPU_MOE_GEMV;
     setenv("DS4_DECODE_MOE_MINIGEMM", "1", 1);
-    ok &= cpu_moe_auto_path(L.gate.type, 1) == CPU_MOE_MINIGEMM;
+    ok &= cpu_moe_auto_path(L.gate.type, 1, 1.0) == CPU_MOE_MINIGEMM;
     unsetenv("DS4_DECODE_MOE_MINIGEMM");
-    t_check(ok, "%s: DS4_DECODE_MOE_MINIGEMM=0|1 forces the path", name);
+    ok &= cpu_moe_auto_path(L.gate.type, 1, 1.0) == CPU_MOE_GEMV &&
+          cpu_moe_auto_path(L.gate.type, 8, 8.0) == CPU_MOE_MINIGEMM &&
+          cpu_moe_auto_path(L.gate.type, 8, 1.1) == CPU_MOE_GEMV;
+    t_check(ok, "%s: DS4_DECODE_MOE_MINIGEMM=0|1 forces the path; unset: gemv for 1 token "
+            "or no sharing, minigemm for 8 sharing", name);
 
     cpu_moe_ctx_free(c);
     free_layer(&L);

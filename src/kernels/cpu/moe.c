@@ -14,10 +14,15 @@
 
 /* ======== path and variant choice ======================================================= */
 
-/* Automatic path per batch size: GEMV up to max_gemv_tok tokens, mini-GEMM above. Measured
- * with bench/moe_bench (see docs/perf.md, "Decode MoE"); the command:
+/* Automatic path: GEMV up to max_gemv_tok tokens, mini-GEMM above, unless the tokens hardly
+ * share experts (fewer than MIN_SHARE slots per distinct expert: a tile of one token decodes
+ * as much as the GEMV and does a little more). Measured with bench/moe_bench (docs/perf.md,
+ * "CPU decode MoE"), 2 threads, cold and warm regimes; the command:
  *   make bench && build/bench/moe_bench --csv moe.csv
- * The crossover is where the mini-GEMM's median (warm and cold) first beats the GEMV's. */
+ * mini-GEMM / GEMV time at batch 1, 2, 4, 8, 16 (tokens sharing 6 experts):
+ *   q2 cold 2.01 0.74 0.57 0.40 0.28; q4 cold 1.80 0.77 0.61 0.44 0.33 (see docs/perf.md);
+ * independent tokens (indep, share ~1): mini-GEMM 1.07-1.12x the GEMV at every batch. */
+#define MIN_SHARE 1.5
 static const struct {
     ds4_type gate_type;
     int max_gemv_tok;
@@ -32,17 +37,18 @@ const char *cpu_moe_path_name(cpu_moe_path path)
     return path == CPU_MOE_MINIGEMM ? "minigemm" : path == CPU_MOE_GEMV ? "gemv" : "auto";
 }
 
-cpu_moe_path cpu_moe_auto_path(ds4_type gate_type, int n_tok)
+cpu_moe_path cpu_moe_auto_path(ds4_type gate_type, int n_tok, double share)
 {
     const char *env = getenv("DS4_DECODE_MOE_MINIGEMM");
     if (env && strcmp(env, "0") == 0)
         return CPU_MOE_GEMV;
     if (env && strcmp(env, "1") == 0)
         return CPU_MOE_MINIGEMM;
+    int max_gemv = 1;
     for (size_t i = 0; i < sizeof auto_table / sizeof auto_table[0]; i++)
         if (auto_table[i].gate_type == gate_type)
-            return n_tok <= auto_table[i].max_gemv_tok ? CPU_MOE_GEMV : CPU_MOE_MINIGEMM;
-    return n_tok <= 1 ? CPU_MOE_GEMV : CPU_MOE_MINIGEMM;
+            max_gemv = auto_table[i].max_gemv_tok;
+    return n_tok > max_gemv && share >= MIN_SHARE ? CPU_MOE_MINIGEMM : CPU_MOE_GEMV;
 }
 
 static pthread_once_t ops_once = PTHREAD_ONCE_INIT;
@@ -329,7 +335,12 @@ int cpu_moe_run(cpu_moe_ctx *c, cpu_pool *p, const cpu_moe_args *a, ds4_error *e
     r.ldh = a->ldh;
     r.y = a->y;
     r.ldy = a->ldy;
-    r.path = a->path == CPU_MOE_AUTO ? cpu_moe_auto_path(L->gate.type, a->n_tok) : a->path;
+    if (group_slots(c, a, &r))
+        return ds4_error_set(err, DS4_E_NOMEM, "moe: out of memory for %d tokens' slots",
+                             a->n_tok);
+    r.path = a->path != CPU_MOE_AUTO ? a->path
+                                     : cpu_moe_auto_path(L->gate.type, a->n_tok,
+                                                         (double)r.n_slot / r.n_grp);
     r.kg = cpu_moe_kern_for(ops, L->gate.type);
     r.kd = cpu_moe_kern_for(ops, L->down.type);
     const bool gemm = r.path == CPU_MOE_MINIGEMM;
@@ -349,7 +360,7 @@ int cpu_moe_run(cpu_moe_ctx *c, cpu_pool *p, const cpu_moe_args *a, ds4_error *e
         r.acc = a->y;
         r.ld_acc = a->ldy;
     }
-    if (!r.xq || !r.xg || !r.mid || !r.mq || !r.md || !r.acc || group_slots(c, a, &r))
+    if (!r.xq || !r.xg || !r.mid || !r.mq || !r.md || !r.acc)
         return ds4_error_set(err, DS4_E_NOMEM, "moe: out of memory for %d tokens' scratch",
                              a->n_tok);
 

@@ -83,10 +83,12 @@ int cpu_moe_run(cpu_moe_ctx *c, cpu_pool *p, const cpu_moe_args *a, ds4_error *e
  * at most 16384). A caller falls back to its own products otherwise. */
 bool cpu_moe_supported(ds4_type gate_type, ds4_type down_type, int64_t n_embd, int64_t n_ff);
 
-/* The path cpu_moe_run takes for a batch of n_tok tokens with gate/up weights of type
- * gate_type when asked for CPU_MOE_AUTO: DS4_DECODE_MOE_MINIGEMM=0|1 if set, else the table
- * of measured crossovers in moe.c. */
-cpu_moe_path cpu_moe_auto_path(ds4_type gate_type, int n_tok);
+/* The path cpu_moe_run takes when asked for CPU_MOE_AUTO, for a batch of n_tok tokens with
+ * gate/up weights of type gate_type whose choices fall on experts shared by `share` slots
+ * each on average (n_tok * n_used / distinct experts; 1: no sharing): DS4_DECODE_MOE_MINIGEMM
+ * =0|1 if set, else the mini-GEMM where the table of measured crossovers in moe.c says it
+ * wins (enough tokens, and enough of them on common experts), the GEMV otherwise. */
+cpu_moe_path cpu_moe_auto_path(ds4_type gate_type, int n_tok, double share);
 
 /* "gemv" or "minigemm". */
 const char *cpu_moe_path_name(cpu_moe_path path);
