@@ -101,17 +101,30 @@ static inline void moe_transpose16(const __m512i r[16], __m512i c[16])
     }
 }
 
-/* The f16 scale at byte offset off of the blocks of nr rows (rb apart; missing rows repeat
- * the last), as 16 f32 lanes. */
-static inline __m512 moe_row_scales(const uint8_t *blk, size_t rb, int nr, size_t off)
+/* Row tiles: prefetches block b of the row 16 rows further (the next tile of the same
+ * expert, which its own pass will then find in cache); one line per 64 bytes. */
+static inline void moe_prefetch_next_tile(const void *blk, size_t rb, int bytes)
 {
-    _Alignas(64) float v[16];
-    for (int r = 0; r < 16; r++) {
-        quant_f16 h;
-        memcpy(&h, blk + (size_t)(r < nr ? r : nr - 1) * rb + off, sizeof h);
-        v[r] = moe_f16(h);
-    }
-    return _mm512_load_ps(v);
+    for (int o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)blk + 16 * rb + o, _MM_HINT_T0);
+}
+
+/* Byte offsets of the 16 rows of a tile, rb apart (missing rows repeat the last). */
+static inline __m512i moe_row_offsets(size_t rb, int nr)
+{
+    _Alignas(64) int32_t o[16];
+    for (int r = 0; r < 16; r++)
+        o[r] = (int32_t)((size_t)(r < nr ? r : nr - 1) * rb);
+    return _mm512_load_si512(o);
+}
+
+/* The two f16 values at p + row offset (d, then dmin for the K-quants) as f32 lanes. */
+static inline void moe_row_scales(const uint8_t *p, __m512i offs, __m512 *lo, __m512 *hi)
+{
+    const __m512i v = _mm512_i32gather_epi32(offs, p, 1);
+    *lo = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    if (hi)
+        *hi = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16)));
 }
 
 /* ---- the kernels of each type (moe_kern.h's table rows, assembled in moe_avx512.c) ------ */

@@ -230,7 +230,7 @@ static void iq2_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
     iq2_consts c;
     iq2_consts_init(&c);
     const int n = T->n;
-    const __m512i k128 = _mm512_set1_epi8((char)0x80);
+    const __m512i k128 = _mm512_set1_epi8((char)0x80), offs = moe_row_offsets(rb, nr);
     __m512 acc[MOE_TILE_TOK];
     for (int t = 0; t < n; t++)
         acc[t] = _mm512_setzero_ps();
@@ -239,7 +239,7 @@ static void iq2_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
         for (int r = 0; r < 16; r++) {
             const quant_block_iq2_xxs *blk =
                 (const quant_block_iq2_xxs *)(w + (size_t)(r < nr ? r : nr - 1) * rb) + b;
-            moe_prefetch(blk, (int)sizeof *blk);
+            moe_prefetch_next_tile(blk, rb, (int)sizeof *blk);
             iq2_dec d;
             iq2_decode(&c, blk, &d);
             for (int z = 0; z < 4; z++)
@@ -271,7 +271,8 @@ static void iq2_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
                 I[t] = _mm512_add_epi32(I[t], _mm512_mullo_epi32(a, SC[2 * s8]));
             }
         }
-        const __m512 dw = moe_row_scales(w + b * sizeof(quant_block_iq2_xxs), rb, nr, 0);
+        __m512 dw;
+        moe_row_scales(w + b * sizeof(quant_block_iq2_xxs), offs, &dw, NULL);
         for (int t = 0; t < n; t++) {
             const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(T->dx[t][b]));
             acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(I[t])));

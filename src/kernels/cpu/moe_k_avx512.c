@@ -257,6 +257,7 @@ static void q2k_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
     for (int i = 0; i < 64; i++)
         lut[i] = (uint8_t)((i >> 2) * (i & 3));
     const __m512i vlut = _mm512_loadu_si512(lut), m3 = _mm512_set1_epi8(3);
+    const __m512i offs = moe_row_offsets(rb, nr);
     const __m512i m4 = _mm512_set1_epi8(15);
     __m512i rep[4], pair[2];
     for (int i = 0; i < 4; i++)
@@ -271,7 +272,7 @@ static void q2k_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
         __m512i q[16], sm[16], Tq[16], S[16], W[64], mp[8];
         for (int r = 0; r < 16; r++) {
             const quant_block_q2_k *blk = ROW_BLOCK(quant_block_q2_k, w, rb, nr, r, b);
-            moe_prefetch(blk, (int)sizeof *blk);
+            moe_prefetch_next_tile(blk, rb, (int)sizeof *blk);
             q[r] = _mm512_loadu_si512(blk->qs);
             sm[r] = _mm512_zextsi128_si512(_mm_loadu_si128((const __m128i *)blk->scales));
         }
@@ -288,8 +289,8 @@ static void q2k_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
         }
         for (int j = 0; j < 8; j++) /* mins 2j, 2j+1 as an int16 pair */
             mp[j] = _mm512_srli_epi16(_mm512_shuffle_epi8(S[j / 2], pair[j % 2]), 4);
-        const __m512 dw = moe_row_scales(w + b * sizeof(quant_block_q2_k), rb, nr, 80);
-        const __m512 dmin = moe_row_scales(w + b * sizeof(quant_block_q2_k), rb, nr, 82);
+        __m512 dw, dmin;
+        moe_row_scales(w + b * sizeof(quant_block_q2_k) + 80, offs, &dw, &dmin);
         k_rows_block(W, NULL, mp, T, b, dw, dmin, acc);
     }
     for (int t = 0; t < n; t++)
@@ -490,6 +491,7 @@ static void q4k_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
                      float *out)
 {
     const __m512i m4 = _mm512_set1_epi8(15), mff = _mm512_set1_epi32(0xff);
+    const __m512i offs = moe_row_offsets(rb, nr);
     const int n = T->n;
     __m512 acc[MOE_TILE_TOK];
     for (int t = 0; t < n; t++)
@@ -498,7 +500,7 @@ static void q4k_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
         __m512i qa[16], qb[16], sm[16], Ta[16], Tb[16], S[16], W[64], sc[8], mp[8];
         for (int r = 0; r < 16; r++) {
             const quant_block_q4_k *blk = ROW_BLOCK(quant_block_q4_k, w, rb, nr, r, b);
-            moe_prefetch(blk, (int)sizeof *blk);
+            moe_prefetch_next_tile(blk, rb, (int)sizeof *blk);
             qa[r] = _mm512_loadu_si512(blk->qs);
             qb[r] = _mm512_loadu_si512(blk->qs + 64);
             sm[r] = _mm512_zextsi128_si512(q4k_scales_mins(blk->scales));
@@ -517,8 +519,8 @@ static void q4k_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
             const __m512i m = _mm512_and_si512(_mm512_srli_epi32(S[2 + j / 4], 8 * (j % 4)), mff);
             mp[j] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
         }
-        const __m512 dw = moe_row_scales(w + b * sizeof(quant_block_q4_k), rb, nr, 0);
-        const __m512 dmin = moe_row_scales(w + b * sizeof(quant_block_q4_k), rb, nr, 2);
+        __m512 dw, dmin;
+        moe_row_scales(w + b * sizeof(quant_block_q4_k), offs, &dw, &dmin);
         k_rows_block(W, sc, mp, T, b, dw, dmin, acc);
     }
     for (int t = 0; t < n; t++)
