@@ -1,9 +1,11 @@
 /* moe_avx512.c — the AVX-512 variant of the routed-expert kernels (moe_kern.h): its table
  * (kernels in moe_iq2_avx512.c and moe_k_avx512.c), the CPU check for it (AVX-512
- * F/BW/VL/DQ/VNNI plus VBMI and GFNI), and the SwiGLU of moe_swiglu1 on 16 lanes with the
- * same IEEE operations in the same order (so equal to the scalar one bit for bit). */
+ * F/BW/VL/DQ/VNNI plus VBMI and GFNI), the SwiGLU of moe_swiglu1 on 16 lanes with the same
+ * IEEE operations in the same order (so equal to the scalar one bit for bit), and the Q8_K
+ * quantizer of quant_act_avx512.c (byte-identical to the reference). */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,f16c,fma")
 #include "kernels/cpu/moe_avx512.h"
+#include "kernels/cpu/quant_act.h"
 
 int cpu_moe_avx512_supported(void)
 {
@@ -57,9 +59,10 @@ static void swiglu(const float *g, const float *u, const float *w, int w_stride,
         m[i] = moe_swiglu1(g[i], u[i], clamp, w[i * w_stride]);
 }
 
+/* quant_act_avx512.c's Q8_K quantizer: byte-identical to quant_quant_row_q8_k. */
 static void quant_q8_k(const float *x, quant_block_q8_k *out, int64_t n)
 {
-    quant_quant_row_q8_k(x, out, n);
+    cpu_quant_row_q8_k_avx512(x, out, n);
 }
 
 static const cpu_moe_kern kern_iq2 = {
