@@ -19,9 +19,10 @@
  * as much as the GEMV and does a little more). Measured with bench/moe_bench (docs/perf.md,
  * "CPU decode MoE"), 2 threads, cold and warm regimes; the command:
  *   make bench && build/bench/moe_bench --csv moe.csv
- * mini-GEMM / GEMV time at batch 1, 2, 4, 8, 16 (tokens sharing 6 experts):
- *   q2 cold 2.01 0.74 0.57 0.40 0.28; q4 cold 1.80 0.77 0.61 0.44 0.33 (see docs/perf.md);
- * independent tokens (indep, share ~1): mini-GEMM 1.07-1.12x the GEMV at every batch. */
+ * mini-GEMM / GEMV time at batch 1, 2, 4, 8, 16 (medians of 4 runs at commit 4582169, tokens
+ * sharing the call's 6 experts, experts from DRAM): q2 1.16 0.71 0.51 0.36 0.26, q4 1.09 0.72
+ * 0.56 0.39 0.29 (the same from cache); independent tokens (6 experts each, share ~1):
+ * 1.07-1.16 at batch 2..16. */
 #define MIN_SHARE 1.5
 static const struct {
     ds4_type gate_type;
