@@ -22,7 +22,7 @@
 #define MOE_TILE_TOK 16  /* tokens of one mini-GEMM tile (a larger expert group is split) */
 #define MOE_TILE_ROWS 16 /* weight rows of one mini-GEMM kernel call */
 #define MOE_MAX_NB 64     /* blocks per row (n_in <= 16384): bounds the tile */
-#define MOE_TILE_BYTES (40 << 10) /* a tile's bytes in any variant (64-byte aligned) */
+#define MOE_TILE_BYTES (8 << 10) /* a tile's bytes in any variant (64-byte aligned) */
 
 /* Kernels of one weight type in one variant. Activations are Q8_K blocks; prep_gemv /
  * prep_gemm rewrite a token's nb blocks into the layout the gemv / gemm kernels read (same d
