@@ -1,15 +1,15 @@
 /* forward_ffn.c — the FFN sublayer of the optimized forward (§3.9) for a chunk of tokens:
- * HC pre, ffn_norm, router, then the routed experts. Where src/kernels/cpu/moe.h has kernels
- * for the expert types (IQ2_XXS, Q2_K, Q4_K) the routed experts are one cpu_moe_run (GEMV or
- * mini-GEMM path by batch size, DS4_DECODE_MOE_MINIGEMM; the same bits either way) and the
- * shared expert runs beside it. Otherwise (F16/F32/Q8_0 experts) they are batched by expert
- * here: every (token, k) choice gets a slot, slots are grouped by expert so each expert's
- * gate/up/down rows are read once for all its tokens, and all experts (plus the shared
- * expert) run in one dispatch per stage. Activations (§4.1): h quantized once to Q8_K for
- * every expert's gate and up (and to Q8_0 for the shared expert), each slot's hidden to Q8_K
- * before down. The routed outputs are summed per token (cpu_moe: in (expert, k) order; here:
- * in k order), then the shared expert is added. Owns the slot bookkeeping; routing and SwiGLU
- * math are moe.c's. */
+ * HC pre, ffn_norm, router, then the routed experts. Where src/kernels/cpu/moe.h has vector
+ * kernels for the expert types (IQ2_XXS, Q2_K, Q4_K), the routed experts are one cpu_moe_run
+ * (GEMV or mini-GEMM path by batch size and sharing, DS4_DECODE_MOE_MINIGEMM; the same bits
+ * either way) and the shared expert runs beside it. Otherwise (F16/F32/Q8_0 experts, no
+ * AVX-512 VBMI) they are batched by expert here: every (token, k) choice gets a slot, slots
+ * are grouped by expert so each expert's gate/up/down rows are read once for all its tokens,
+ * and all experts (plus the shared expert) run in one dispatch per stage. Activations (§4.1):
+ * h quantized once to Q8_K for every expert's gate and up (and to Q8_0 for the shared
+ * expert), each slot's hidden to Q8_K before down. The routed outputs are summed per token
+ * (cpu_moe: in (expert, k) order; here: in k order), then the shared expert is added.
+ * Owns the slot bookkeeping; routing and SwiGLU math are moe.c's. */
 #include <string.h>
 
 #include "model/forward_impl.h"
@@ -113,10 +113,13 @@ static void tok_add_shared(fwd *f, uint32_t t, fwd_thread *th)
         y[i] += ys[i];
 }
 
-/* Whether the routed experts of L go through cpu_moe_run. */
+/* Whether the routed experts of L go through cpu_moe_run: it has kernels for their types and
+ * vector ones on this CPU (without AVX-512 VBMI/GFNI, or with DS4_CPU_ISA below avx512, the
+ * slot path's cpu_matmul products are the faster ones). */
 static bool use_cpu_moe(const model_layer *L)
 {
-    return cpu_moe_supported(L->ffn_gate_exps->type, L->ffn_down_exps->type,
+    return cpu_moe_vectorized() &&
+           cpu_moe_supported(L->ffn_gate_exps->type, L->ffn_down_exps->type,
                              L->ffn_gate_exps->ne[0], L->ffn_gate_exps->ne[1]);
 }
 

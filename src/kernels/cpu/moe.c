@@ -72,6 +72,11 @@ const char *cpu_moe_isa_name(void)
     return default_ops()->name;
 }
 
+bool cpu_moe_vectorized(void)
+{
+    return default_ops() != &cpu_moe_ops_ref;
+}
+
 bool cpu_moe_supported(ds4_type gate_type, ds4_type down_type, int64_t n_embd, int64_t n_ff)
 {
     const int64_t max = MOE_MAX_NB * QUANT_QK_K;

@@ -93,6 +93,10 @@ cpu_moe_path cpu_moe_auto_path(ds4_type gate_type, int n_tok, double share);
 /* "gemv" or "minigemm". */
 const char *cpu_moe_path_name(cpu_moe_path path);
 
+/* Whether cpu_moe_run computes with vector kernels here (false: the plain-C reference, which
+ * a caller with faster products of its own should not prefer). */
+bool cpu_moe_vectorized(void);
+
 /* The kernel variant cpu_moe_run computes with (DS4_CPU_ISA as cpu_matmul_isa; the AVX-512
  * variant also needs AVX-512 VBMI and GFNI, else the reference runs). */
 const char *cpu_moe_isa_name(void);
