@@ -1,11 +1,13 @@
 /* ds4-logits.c — runs the forward pass on a token list and writes the logits:
  *   ds4-logits -m MODEL.gguf --tokens 1,2,3 --out FILE.npy [--decode] [--fast] [--ctx N]
+ *              [--backend cpu|cuda] [--gpu N] [--n-cpu-moe N]
  * FILE.npy: float32 [n_tokens, n_vocab] (NPY v1.0, C order); row p = the logits after token
  * p. Default: the reference forward (f32 activations), order prefill (layer-major,
  * model_prefill_ref); --decode feeds the tokens one at a time (model_forward_ref): both give
  * the same numbers. --fast: the optimized forward instead (model_forward: activations
  * quantized per ds4-architecture.md §4.1, threads from DS4_THREADS), --decode then one token
- * per call. --ctx: context of the state (default: the token count). Env DS4_NO_QAT_SIM=1:
+ * per call. --backend (implies --fast): the routed experts on that backend (model/offload.h;
+ * --gpu, --n-cpu-moe as ds4's, and imply cuda), the placement line on stderr. --ctx: context of the state (default: the token count). Env DS4_NO_QAT_SIM=1:
  * reference mode without the FP8/FP4/F16 simulations (§3.8). Any error: one line on stderr,
  * exit code 2. Owns argument parsing and the NPY writer; the computation is
  * src/model/forward_ref.c and src/model/forward.c. */
@@ -18,6 +20,7 @@
 #include "model/forward.h"
 #include "model/forward_ref.h"
 #include "model/model.h"
+#include "model/offload.h"
 #include "model/state.h"
 
 __attribute__((format(printf, 1, 2)))
@@ -35,7 +38,14 @@ static int fail(const char *fmt, ...)
 static int usage(void)
 {
     fprintf(stderr, "usage: ds4-logits -m MODEL.gguf --tokens ID,ID,... --out FILE.npy "
-                    "[--decode] [--fast] [--ctx N]\n");
+                    "[--decode] [--fast] [--ctx N]\n"
+                    "                  [--backend cpu|cuda] [--gpu N] [--n-cpu-moe N]\n"
+                    "  --fast           the optimized forward (else the reference)\n"
+                    "  --backend B      the routed experts on backend B (implies --fast): cpu, or\n"
+                    "                   cuda in a `make cuda` build (build/cuda/bin/ds4-logits)\n"
+                    "  --gpu N          CUDA device (default DS4_CUDA_DEVICE, else 0); implies cuda\n"
+                    "  --n-cpu-moe N    experts of the first N layers stay on the CPU (default: as\n"
+                    "                   many of the last layers as fit in free VRAM); implies cuda\n");
     return 2;
 }
 
@@ -99,7 +109,8 @@ int main(int argc, char **argv)
 {
     const char *mpath = NULL, *toks = NULL, *out = NULL, *why = NULL;
     int decode = 0, fast = 0;
-    long ctx = 0;
+    long ctx = 0, gpu = -1, n_cpu_moe = -1;
+    const char *backend = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--decode"))
@@ -117,6 +128,14 @@ int main(int argc, char **argv)
             ctx = strtol(argv[++i], &end, 10);
             if (*end || ctx <= 0 || ctx > UINT32_MAX)
                 return fail("bad --ctx '%s'", argv[i]);
+        } else if (i + 1 < argc && !strcmp(a, "--backend")) {
+            backend = argv[++i];
+        } else if (i + 1 < argc && (!strcmp(a, "--gpu") || !strcmp(a, "--n-cpu-moe"))) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || !*argv[i] || v < 0 || v > 1023)
+                return fail("bad %s '%s'", a, argv[i]);
+            *(!strcmp(a, "--gpu") ? &gpu : &n_cpu_moe) = v;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help"))
             return usage();
         else
@@ -124,6 +143,10 @@ int main(int argc, char **argv)
     }
     if (!mpath || !toks || !out)
         return usage();
+    if (!backend && (gpu >= 0 || n_cpu_moe >= 0))
+        backend = "cuda";
+    if (backend)
+        fast = 1;
 
     int32_t *tokens = NULL;
     long n = parse_tokens(toks, &tokens, &why);
@@ -139,8 +162,14 @@ int main(int argc, char **argv)
     ds4_error err = { 0 };
     model *m = NULL;
     model_state *s = NULL;
+    model_offload *off = NULL;
     float *logits = NULL;
     int rc = model_load(&m, mpath, &err);
+    if (rc == 0 && backend) {
+        const model_offload_opts oo = { backend, (int)gpu, (int)n_cpu_moe };
+        if ((rc = model_offload_new(&off, m, &oo, &err)) == 0)
+            fprintf(stderr, "ds4-logits: %s\n", off->desc);
+    }
     if (rc == 0)
         rc = model_state_new(&s, m, (uint32_t)ctx, &err);
     if (rc == 0) {
@@ -151,9 +180,11 @@ int main(int argc, char **argv)
     }
     if (rc == 0 && fast && decode) {
         for (long i = 0; rc == 0 && i < n; i++)
-            rc = model_forward(m, s, tokens + i, 1, logits + (size_t)i * m->hp.n_vocab, &err);
+            rc = model_forward_offload(model_forward_default_pool(), off, m, s, tokens + i, 1,
+                                       logits + (size_t)i * m->hp.n_vocab, &err);
     } else if (rc == 0 && fast) {
-        rc = model_forward(m, s, tokens, (uint32_t)n, logits, &err);
+        rc = model_forward_offload(model_forward_default_pool(), off, m, s, tokens,
+                                   (uint32_t)n, logits, &err);
     } else if (rc == 0) {
         rc = (decode ? model_forward_ref : model_prefill_ref)(m, s, tokens, (uint32_t)n, logits,
                                                               &err);
@@ -163,6 +194,7 @@ int main(int argc, char **argv)
     free(logits);
     free(tokens);
     model_state_free(s);
+    model_offload_free(off);
     model_free(m);
     if (rc)
         return fail("%s", err.msg);

@@ -2,11 +2,12 @@
  * streams sampled tokens to stdout; prompt and generation speeds go to stderr at the end.
  *   ds4 [-m MODEL] [-p PROMPT | -f FILE] [-n N] [-c N] [--temp T] [--top-p P] [--top-k K]
  *       [--min-p P] [--seed S] [--think | --think-max | --nothink] [-t N] [--system TEXT]
- *       [--verbose-prompt]
+ *       [--verbose-prompt] [--backend cpu|cuda] [--gpu N] [--n-cpu-moe N]
  * Without -p/-f: an interactive chat (libedit line editing, /help, /quit, /reset; Ctrl-C
  * stops the answer being generated). Bad flags, a missing or invalid model, an empty prompt,
  * a prompt longer than the context: one clear line on stderr and a non-zero exit (2 for
- * usage, 1 otherwise). Owns arguments, the terminal and the generation loop; the engine is
+ * usage, 1 otherwise). --backend puts the routed experts on a backend (model/offload.h: the
+ * CUDA one needs `make cuda`, build/cuda/bin/ds4), everything else stays on the CPU. Owns arguments, the terminal and the generation loop; the engine is
  * src/ (model, tokenizer, chat, sample). */
 #include <errno.h>
 #include <math.h>
@@ -24,6 +25,7 @@
 #include "kernels/cpu/threadpool.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/offload.h"
 #include "model/state.h"
 #include "sample/sample.h"
 #include "tokenizer/chat.h"
@@ -38,6 +40,8 @@
 typedef struct opts {
     const char *model, *prompt, *file, *system;
     long n_predict, n_ctx, threads;
+    const char *backend;   /* NULL: the CPU forward alone */
+    long gpu, n_cpu_moe;   /* -1: default */
     sample_params sp;
     uint64_t seed;
     bool seed_set;
@@ -51,6 +55,7 @@ typedef struct run {
     tok_vocab *v;
     model_state *s;
     cpu_pool *pool;
+    model_offload *off;  /* routed experts on a backend, or NULL */
     sampler *smp;
     float *logits;
     tok_ids hist;      /* tokens in the state */
@@ -97,6 +102,13 @@ static void usage(FILE *f)
             "  -t, --threads N    CPU threads (default: DS4_THREADS or all cores)\n"
             "  --system TEXT      system prompt (default \"%s\"; \"\" = none)\n"
             "  --verbose-prompt   print the prompt's token ids to stderr\n"
+            "  --backend B        where the routed experts run: cpu (the CPU backend) or cuda\n"
+            "                     (a `make cuda` build: build/cuda/bin/ds4); default: the CPU\n"
+            "                     forward alone. Everything else runs on the CPU.\n"
+            "  --gpu N            CUDA device (default: DS4_CUDA_DEVICE, else 0); implies cuda\n"
+            "  --n-cpu-moe N      keep the experts of the first N layers on the CPU, the rest on\n"
+            "                     the GPU (default: as many of the last layers as fit in free\n"
+            "                     VRAM minus max(1 GiB, 5%%)); implies cuda\n"
             "  -h, --help         this text\n",
             DEFAULT_MODEL, DEFAULT_TOKENS, DEFAULT_CTX, DEFAULT_SYSTEM);
 }
@@ -136,7 +148,8 @@ static bool parse_float(const char *s, float *out)
 static int parse_args(int argc, char **argv, opts *o)
 {
     *o = (opts){.model = DEFAULT_MODEL, .system = DEFAULT_SYSTEM, .n_predict = DEFAULT_TOKENS,
-                .sp = SAMPLE_PARAMS_DEFAULT, .think = CHAT_THINK_HIGH};
+                .sp = SAMPLE_PARAMS_DEFAULT, .think = CHAT_THINK_HIGH, .gpu = -1,
+                .n_cpu_moe = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define IS(s, l) (!strcmp(a, s) || !strcmp(a, l))
@@ -144,7 +157,8 @@ static int parse_args(int argc, char **argv, opts *o)
                      IS("-n", "--tokens") || IS("-c", "--ctx") || IS("-t", "--threads") ||
                      IS("--temp", "--temperature") || IS("--top-p", "--top_p") ||
                      IS("--top-k", "--top_k") || IS("--min-p", "--min_p") ||
-                     IS("--seed", "-s") || IS("--system", "-sys");
+                     IS("--seed", "-s") || IS("--system", "-sys") || !strcmp(a, "--backend") ||
+                     IS("--gpu", "--device") || IS("--n-cpu-moe", "-ncmoe");
         if (takes && v == NULL) {
             fprintf(stderr, "ds4: %s needs a value (see ds4 --help)\n", a);
             return 2;
@@ -177,6 +191,13 @@ static int parse_args(int argc, char **argv, opts *o)
             ok = parse_long(v, 1, 1L << 30, &o->n_predict);
         } else if (IS("-c", "--ctx")) {
             ok = parse_long(v, 2, UINT32_MAX, &o->n_ctx);
+        } else if (!strcmp(a, "--backend")) {
+            o->backend = v;
+            ok = !strcmp(v, "cpu") || !strcmp(v, "cuda");
+        } else if (IS("--gpu", "--device")) {
+            ok = parse_long(v, 0, 1023, &o->gpu);
+        } else if (IS("--n-cpu-moe", "-ncmoe")) {
+            ok = parse_long(v, 0, MODEL_MAX_LAYERS, &o->n_cpu_moe);
         } else if (IS("-t", "--threads")) {
             ok = parse_long(v, 1, CPU_POOL_MAX_THREADS, &o->threads);
         } else if (IS("--temp", "--temperature")) {
@@ -213,6 +234,12 @@ static int parse_args(int argc, char **argv, opts *o)
     }
     if (o->prompt && o->file) {
         fprintf(stderr, "ds4: give -p or -f, not both\n");
+        return 2;
+    }
+    if (!o->backend && (o->gpu >= 0 || o->n_cpu_moe >= 0))
+        o->backend = "cuda";
+    if (o->backend && !strcmp(o->backend, "cpu") && (o->gpu >= 0 || o->n_cpu_moe >= 0)) {
+        fprintf(stderr, "ds4: --gpu and --n-cpu-moe are for --backend cuda\n");
         return 2;
     }
     return 0;
@@ -272,9 +299,11 @@ static int prefill(run *r, const int32_t *toks, size_t n)
         size_t body = last ? k - 1 : k;
         int rc = 0;
         if (body)
-            rc = model_forward_pool(r->pool, r->m, r->s, toks + a, (uint32_t)body, NULL, &err);
+            rc = model_forward_offload(r->pool, r->off, r->m, r->s, toks + a, (uint32_t)body,
+                                       NULL, &err);
         if (rc == 0 && last)
-            rc = model_forward_pool(r->pool, r->m, r->s, toks + a + body, 1, r->logits, &err);
+            rc = model_forward_offload(r->pool, r->off, r->m, r->s, toks + a + body, 1,
+                                       r->logits, &err);
         if (rc)
             return die("%s", err.msg);
         for (size_t i = 0; i < k; i++)
@@ -316,7 +345,7 @@ static int generate(run *r, long n_predict, bool *ended_eos)
             fprintf(stderr, "\nds4: context full (%u tokens); stopping\n", r->s->n_ctx);
             break;
         }
-        if (model_forward_pool(r->pool, r->m, r->s, &t, 1, r->logits, &err))
+        if (model_forward_offload(r->pool, r->off, r->m, r->s, &t, 1, r->logits, &err))
             return die("%s", err.msg);
         tok_ids_push(&r->hist, t, NULL);
     }
@@ -388,6 +417,12 @@ static int setup(run *r, const opts *o)
         return die("cannot allocate a context of %u tokens: %s", ctx, err.msg);
     if (cpu_pool_new(&r->pool, (int)o->threads, &err))
         return die("%s", err.msg);
+    if (o->backend) {
+        model_offload_opts oo = {o->backend, (int)o->gpu, (int)o->n_cpu_moe};
+        if (model_offload_new(&r->off, r->m, &oo, &err))
+            return die("--backend %s: %s", o->backend, err.msg);
+        fprintf(stderr, "ds4: %s\n", r->off->desc);
+    }
     uint64_t seed = o->seed_set ? o->seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     if (sample_new(&r->smp, r->m->hp.n_vocab, &o->sp, seed, &err))
         return die("%s", err.msg);
@@ -406,6 +441,7 @@ static void teardown(run *r)
 {
     free(r->logits);
     sample_free(r->smp);
+    model_offload_free(r->off);
     cpu_pool_free(r->pool);
     model_state_free(r->s);
     tok_vocab_free(r->v);

@@ -545,11 +545,15 @@ static int check_types(const model *m, ds4_error *err)
     return 0;
 }
 
-int model_forward_pool(cpu_pool *pool, const model *m, model_state *s, const int32_t *tokens,
-                       uint32_t n, float *logits, ds4_error *err)
+int model_forward_offload(cpu_pool *pool, const model_offload *off, const model *m,
+                          model_state *s, const int32_t *tokens, uint32_t n, float *logits,
+                          ds4_error *err)
 {
     if (s->m != m)
         return ds4_error_set(err, DS4_E_ARG, "forward: the state belongs to another model");
+    if (off && off->m != m)
+        return ds4_error_set(err, DS4_E_ARG, "forward: the offload was placed for another "
+                             "model");
     int rc = model_state_check_room(s, n, err);
     if (rc)
         return rc;
@@ -563,6 +567,7 @@ int model_forward_pool(cpu_pool *pool, const model *m, model_state *s, const int
     fwd f;
     if ((rc = fwd_new(&f, m, s, pool, chunk ? chunk : 1, err)) != 0)
         return rc;
+    f.off = off;
     for (uint32_t t0 = 0; t0 < n && rc == 0; t0 += chunk) {
         f.T = n - t0 < chunk ? n - t0 : chunk;
         f.pos0 = s->pos;
@@ -582,6 +587,12 @@ int model_forward_pool(cpu_pool *pool, const model *m, model_state *s, const int
     return rc;
 }
 
+int model_forward_pool(cpu_pool *pool, const model *m, model_state *s, const int32_t *tokens,
+                       uint32_t n, float *logits, ds4_error *err)
+{
+    return model_forward_offload(pool, NULL, m, s, tokens, n, logits, err);
+}
+
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static cpu_pool *default_pool; /* NULL if it could not be made: one thread */
 
@@ -591,9 +602,14 @@ static void default_init(void)
         default_pool = NULL;
 }
 
+cpu_pool *model_forward_default_pool(void)
+{
+    pthread_once(&default_once, default_init);
+    return default_pool;
+}
+
 int model_forward(const model *m, model_state *s, const int32_t *tokens, uint32_t n,
                   float *logits, ds4_error *err)
 {
-    pthread_once(&default_once, default_init);
-    return model_forward_pool(default_pool, m, s, tokens, n, logits, err);
+    return model_forward_pool(model_forward_default_pool(), m, s, tokens, n, logits, err);
 }

@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/threadpool.h"
 #include "model/model.h"
+#include "model/offload.h"
 #include "model/state.h"
 
 /* Tokens per layer-major pass: bounds the scratch (about 0.8 MB per token at Flash size). */
@@ -26,6 +27,17 @@
  * matrix type without a CPU kernel, e.g. BF16), DS4_E_NOMEM. */
 int model_forward_pool(cpu_pool *pool, const model *m, model_state *s, const int32_t *tokens,
                        uint32_t n, float *logits, ds4_error *err);
+
+/* Same with the routed experts of the layers off places on its backend (off NULL: all on
+ * the CPU, exactly model_forward_pool): each such layer's routed FFN is that backend's
+ * BACKEND_OP_MOE, enqueued before the shared expert runs here and synced after; everything
+ * else is unchanged. Errors as model_forward_pool, plus the backend's (e.g. DS4_E_IO). */
+int model_forward_offload(cpu_pool *pool, const model_offload *off, const model *m,
+                          model_state *s, const int32_t *tokens, uint32_t n, float *logits,
+                          ds4_error *err);
+
+/* The process-wide default pool (below); NULL if it could not be made (one thread). */
+cpu_pool *model_forward_default_pool(void);
 
 /* Same on the process-wide default pool, created on first use with cpu_pool_default_threads()
  * threads (DS4_THREADS, else the online CPUs) and kept until exit. */

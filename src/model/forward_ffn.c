@@ -9,6 +9,8 @@
  * h quantized once to Q8_K for every expert's gate and up (and to Q8_0 for the shared
  * expert), each slot's hidden to Q8_K before down. The routed outputs are summed per token
  * (cpu_moe: in (expert, k) order; here: in k order), then the shared expert is added.
+ * Layers whose routed experts model_offload placed on a backend run them there (backend.h,
+ * BACKEND_OP_MOE, the same call's contract), enqueued before the shared expert runs here.
  * Owns the slot bookkeeping; routing and SwiGLU math are moe.c's. */
 #include <string.h>
 
@@ -129,24 +131,45 @@ static cpu_moe_tensor moe_tensor(const gguf_tensor *t)
     return (cpu_moe_tensor){ t->type, t->ne[0], t->ne[1], t->data, rb, rb * (size_t)t->ne[1] };
 }
 
-/* Steps 6-8 through cpu_moe_run: the shared expert's SwiGLU and down, the routed experts
- * into Y, then Y += shared. */
-static int ffn_cpu_moe(fwd *f, const model_layer *L)
+/* Step 7 of the shared expert: its down projection of MS into YS. */
+static int shared_down(fwd *f, const model_layer *L)
 {
-    const model_hparams *hp = f->hp;
-    const uint32_t T = f->T, d = hp->n_embd;
+    const uint32_t T = f->T, d = f->hp->n_embd;
     const uint32_t n_sh = (uint32_t)L->ffn_gate_shexp->ne[1];
     model_fwd_loop(f, T, tok_shared_swiglu);
     f->n_acts = 0;
     ACT(sq, f->MS, n_sh, T, f->wmax, L->ffn_down_shexp);
     f->mm[0] = (cpu_mm){ model_fwd_weight(L->ffn_down_shexp), sq, 0, NULL, (int)T, f->YS, d };
     cpu_matmul_many(f->pool, f->mm, 1);
-    const cpu_moe_layer ml = { moe_tensor(L->ffn_gate_exps), moe_tensor(L->ffn_up_exps),
-                               moe_tensor(L->ffn_down_exps), (int)hp->n_expert,
-                               hp->swiglu_clamp[f->il] };
-    const cpu_moe_args a = { &ml, (int)T, (int)hp->n_expert_used, f->ESEL, f->EW, f->H, d,
-                             f->Y, d, false, CPU_MOE_AUTO, (int)f->il };
-    int rc = cpu_moe_run(f->moe, f->pool, &a, f->err);
+    return 0;
+}
+
+/* Steps 6-8 with the routed experts in one call: cpu_moe_run here (bw NULL) or the backend's
+ * BACKEND_OP_MOE on the layer's uploaded experts bw (enqueued first, so a device computes
+ * them while the shared expert runs here, then synced). Routed into Y, then Y += shared. */
+static int ffn_moe_call(fwd *f, const model_layer *L, const backend_moe_weights *bw)
+{
+    const model_hparams *hp = f->hp;
+    const uint32_t T = f->T, d = hp->n_embd;
+    ds4_backend *be = f->off ? f->off->be : NULL;
+    int rc;
+    if (bw) {
+        const backend_moe_args a = { bw, (int)T, (int)hp->n_expert_used, f->ESEL, f->EW, f->H,
+                                     d, f->Y, d, false, (int)f->il, f->pool };
+        if ((rc = be->moe_run(be, &a, f->err)) != 0)
+            return rc;
+        rc = shared_down(f, L);
+        const int rs = be->sync(be, f->err); /* always: no op may stay pending on our Y */
+        if (rc == 0)
+            rc = rs;
+    } else if ((rc = shared_down(f, L)) == 0) {
+        const cpu_moe_layer ml = { moe_tensor(L->ffn_gate_exps), moe_tensor(L->ffn_up_exps),
+                                   moe_tensor(L->ffn_down_exps), (int)hp->n_expert,
+                                   hp->swiglu_clamp[f->il] };
+        const cpu_moe_args a = { &ml, (int)T, (int)hp->n_expert_used, f->ESEL, f->EW, f->H, d,
+                                 f->Y, d, false, CPU_MOE_AUTO, (int)f->il };
+        rc = cpu_moe_run(f->moe, f->pool, &a, f->err);
+    }
     if (rc)
         return rc;
     model_fwd_loop(f, T, tok_add_shared);
@@ -188,8 +211,10 @@ int model_fwd_ffn(fwd *f)
 
     /* 4-5. selection and weights per token, then slots grouped by expert */
     model_fwd_loop(f, T, tok_route);
+    if (f->off && f->off->w[f->il])
+        return ffn_moe_call(f, L, f->off->w[f->il]);
     if (use_cpu_moe(L))
-        return ffn_cpu_moe(f, L);
+        return ffn_moe_call(f, L, NULL);
     assign_slots(f);
 
     /* 6. every chosen expert's gate and up over its tokens: h quantized once (Q8_K) */

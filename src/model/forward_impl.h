@@ -25,6 +25,7 @@ typedef struct fwd {
     const model_hparams *hp;
     model_state *s;
     cpu_pool *pool;
+    const model_offload *off; /* routed experts of some layers on a backend, or NULL */
     ds4_error *err;
     int n_threads;
     uint32_t cap;        /* largest comp_cap of any layer (>= 1) */
