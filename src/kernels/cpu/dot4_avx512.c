@@ -6,44 +6,7 @@
  * batching never changes a logit. Compiled with the Makefile's ISA_avx512 flags. */
 #include "kernels/cpu/cpu_dot.h"
 
-#include <immintrin.h>
-
-static inline float f16(quant_f16 h) { return _cvtsh_ss(h); }
-
-#define PF_DIST 8192 /* as dot_avx512.c: prefetch the weight stream 8 KiB ahead */
-
-static inline void prefetch_ahead(const void *p, int bytes)
-{
-    for (int o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)p + PF_DIST + o, _MM_HINT_T0);
-}
-
-static inline __m512i load_2x256(const void *a, const void *b)
-{
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
-                              _mm256_loadu_si256((const __m256i *)b), 1);
-}
-
-/* f16 scales of 8 consecutive Q8_0 blocks as f32 (a gather of the dword at each block). */
-static inline __m256 scales8(const quant_block_q8_0 *b)
-{
-    const __m256i off = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
-    return _mm256_cvtph_ps(
-        _mm256_cvtepi32_epi16(_mm256_i32gather_epi32((const int *)(const void *)b, off, 1)));
-}
-
-/* One odd trailing block, as the single-row kernel computes it. */
-static inline float odd_block(const quant_block_q8_0 *w, const quant_block_q8_0 *x)
-{
-    __m256i qw = _mm256_loadu_si256((const __m256i *)w->qs);
-    __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
-    __m256i sx = _mm256_sign_epi8(qx, qw);
-    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(qw), sx);
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
-    return f16(w->d) * f16(x->d) * (float)_mm_cvtsi128_si32(s4);
-}
+#include "kernels/cpu/simd_avx512.h"
 
 void cpu_dot4_q8_0_q8_0_avx512(int64_t n, const void *w, const void *const x[4], float out[4])
 {
@@ -59,7 +22,7 @@ void cpu_dot4_q8_0_q8_0_avx512(int64_t n, const void *w, const void *const x[4],
     int64_t b = 0;
     for (; b + 7 < nb; b += 8) {
         prefetch_ahead(bw + b, 8 * (int)sizeof *bw);
-        const __m256 dw = scales8(bw + b);
+        const __m256 dw = q8_0_scales8(bw + b);
         __m512i aw[4];
         __mmask64 neg[4];
         for (int p = 0; p < 4; p++) {
@@ -69,7 +32,7 @@ void cpu_dot4_q8_0_q8_0_avx512(int64_t n, const void *w, const void *const x[4],
         }
         for (int k = 0; k < 4; k++) {
             const quant_block_q8_0 *xk = bx[k] + b;
-            __m512 d = _mm512_castps256_ps512(_mm256_mul_ps(dw, scales8(xk)));
+            __m512 d = _mm512_castps256_ps512(_mm256_mul_ps(dw, q8_0_scales8(xk)));
             for (int p = 0; p < 4; p++) {
                 __m512i qx = load_2x256(xk[2 * p].qs, xk[2 * p + 1].qs);
                 __m512i sx = _mm512_mask_sub_epi8(qx, neg[p], _mm512_setzero_si512(), qx);
@@ -97,6 +60,6 @@ void cpu_dot4_q8_0_q8_0_avx512(int64_t n, const void *w, const void *const x[4],
     for (int k = 0; k < 4; k++) {
         out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
         if (b < nb)
-            out[k] += odd_block(bw + b, bx[k] + b);
+            out[k] += q8_0_odd_block(bw + b, bx[k] + b);
     }
 }

@@ -6,33 +6,18 @@
  * the build's -march says; dispatch.c calls it only where cpu_isa_supported(CPU_ISA_AVX2). */
 #include "kernels/cpu/cpu_dot.h"
 
-#include <immintrin.h>
 #include <string.h>
+
+#include "kernels/cpu/simd_x86.h"
 
 /* ======== helpers ===================================================================== */
 
-static inline float hsum_ps(__m256 v)
+/* accq += d_x d_w isum and accm += d_x dmin msum: the float part of one K-quant block. */
+static inline void k_acc(__m256 *accq, __m256 *accm, __m256i isum, __m256i msum, float dx,
+                         quant_f16 d, quant_f16 dmin)
 {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static inline float f16(quant_f16 h) { return _cvtsh_ss(h); }
-
-/* Software prefetch of the weight stream, PF_DIST bytes ahead of the block being read: the
- * hardware prefetchers alone leave the compute and the DRAM latency serialized on one core
- * (measured in bench/kernels, 545 MB matrices: q8_0 7.4 -> 11.8 GB/s with 1 thread, q2_K
- * 5.9 -> 10.6; 4-8 KiB ahead was best). Prefetches never fault, so running past the end of
- * the row is harmless. */
-#define PF_DIST 8192
-
-/* Prefetches the cache lines of [p + PF_DIST, p + PF_DIST + bytes). */
-static inline void prefetch_ahead(const void *p, int bytes)
-{
-    for (int o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)p + PF_DIST + o, _MM_HINT_T0);
+    *accq = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16(d)), _mm256_cvtepi32_ps(isum), *accq);
+    *accm = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16(dmin)), _mm256_cvtepi32_ps(msum), *accm);
 }
 
 /* 32 bytes at a pair of 16-bit lanes (b, 0): a shuffle control that broadcasts byte b of each
@@ -113,30 +98,12 @@ float cpu_dot_q2_k_q8_k_avx2(int64_t n, const void *w, const void *x)
                 isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s));
             }
         }
-        accq = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].d)), _mm256_cvtepi32_ps(isum),
-                               accq);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].dmin)),
-                               _mm256_cvtepi32_ps(msum), accm);
+        k_acc(&accq, &accm, isum, msum, bx[b].d, bw[b].d, bw[b].dmin);
     }
     return hsum_ps(_mm256_sub_ps(accq, accm));
 }
 
 /* ======== Q4_K x Q8_K ================================================================= */
-
-/* The 8 six-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K block, unpacked in
- * one xmm: with dwords a, b, c of scales[12], sub-blocks 0..3 keep 6 bits (a: scales,
- * b: mins); 4..7 take 4 bits from c (low nibbles: scales, high: mins) and 2 from the tops of
- * a and b. Reads 16 bytes: the 4 after scales[12] are qs, inside the block. */
-static inline __m128i q4_k_scales_mins(const uint8_t *scales)
-{
-    __m128i v = _mm_loadu_si128((const __m128i *)scales);
-    __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x3f)); /* dwords: sc 0-3, m 0-3 */
-    __m128i c = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)),
-                               _mm_setr_epi32(0, 4, 0, 0));
-    __m128i hi = _mm_or_si128(_mm_and_si128(c, _mm_set1_epi8(0x0f)),
-                              _mm_and_si128(_mm_srli_epi32(v, 2), _mm_set1_epi8(0x30)));
-    return _mm_unpacklo_epi32(lo, hi); /* sc 0-3, sc 4-7, m 0-3, m 4-7 */
-}
 
 float cpu_dot_q4_k_q8_k_avx2(int64_t n, const void *w, const void *x)
 {
@@ -171,10 +138,7 @@ float cpu_dot_q4_k_q8_k_avx2(int64_t n, const void *w, const void *x)
             phi = _mm256_madd_epi16(phi, _mm256_shuffle_epi8(sc, ctl[2 * c + 1]));
             isum = _mm256_add_epi32(isum, _mm256_add_epi32(plo, phi));
         }
-        accq = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].d)), _mm256_cvtepi32_ps(isum),
-                               accq);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].dmin)),
-                               _mm256_cvtepi32_ps(msum), accm);
+        k_acc(&accq, &accm, isum, msum, bx[b].d, bw[b].d, bw[b].dmin);
     }
     return hsum_ps(_mm256_sub_ps(accq, accm));
 }

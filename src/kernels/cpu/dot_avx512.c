@@ -6,40 +6,25 @@
  * the Makefile's ISA_avx512 flags; dispatch.c calls it only where cpu_isa_supported says so. */
 #include "kernels/cpu/cpu_dot.h"
 
-#include <immintrin.h>
 #include <string.h>
+
+#include "kernels/cpu/simd_avx512.h"
 
 /* ======== helpers ===================================================================== */
 
-static inline float f16(quant_f16 h) { return _cvtsh_ss(h); }
-
-/* Software prefetch of the weight stream, PF_DIST bytes ahead of the block being read: the
- * hardware prefetchers alone leave the compute and the DRAM latency serialized on one core
- * (measured on q8_0 x q8_0 AVX-512, 545 MB matrix: 9.2 -> 12.8 GB/s with 1 thread, 17.9 ->
- * 25 GB/s with 2; 4-8 KiB ahead was best). Prefetches never fault, so running past the end
- * of the row is harmless. */
-#define PF_DIST 8192
-
-/* Prefetches the cache lines of [p + PF_DIST, p + PF_DIST + bytes). */
-static inline void prefetch_ahead(const void *p, int bytes)
+/* accq += d_x d_w isum and accm += d_x dmin msum: the float part of one K-quant block. */
+static inline void k_acc(__m512 *accq, __m256 *accm, __m512i isum, __m256i msum, float dx,
+                         quant_f16 d, quant_f16 dmin)
 {
-    for (int o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)p + PF_DIST + o, _MM_HINT_T0);
+    *accq = _mm512_fmadd_ps(_mm512_set1_ps(dx * f16(d)), _mm512_cvtepi32_ps(isum), *accq);
+    *accm = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16(dmin)), _mm256_cvtepi32_ps(msum), *accm);
 }
 
-/* 64 bytes from two 32-byte runs: a in the low half, b in the high half. */
-static inline __m512i load_2x256(const void *a, const void *b)
+/* A K-quant kernel's result: the 16 scaled-sum lanes folded to 8, minus the min terms. */
+static inline float k_result(__m512 accq, __m256 accm)
 {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
-                              _mm256_loadu_si256((const __m256i *)b), 1);
-}
-
-/* 32 int16 lane indices: lanes 0-7 -> a, 8-15 -> b, 16-23 -> c, 24-31 -> d. */
-static inline __m512i idx16x4(short a, short b, short c, short d)
-{
-    __m256i lo = _mm256_setr_epi16(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
-    __m256i hi = _mm256_setr_epi16(c, c, c, c, c, c, c, c, d, d, d, d, d, d, d, d);
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    __m256 q = _mm256_add_ps(_mm512_castps512_ps256(accq), _mm512_extractf32x8_ps(accq, 1));
+    return hsum_ps(_mm256_sub_ps(q, accm));
 }
 
 /* ======== Q8_0 x Q8_0 ================================================================= */
@@ -51,17 +36,6 @@ static inline __m512i q8_0_pair(const quant_block_q8_0 *w, const quant_block_q8_
     __m512i qx = load_2x256(x[0].qs, x[1].qs);
     __m512i sx = _mm512_mask_sub_epi8(qx, _mm512_movepi8_mask(qw), _mm512_setzero_si512(), qx);
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(qw), sx);
-}
-
-/* d_w * d_x of 8 consecutive blocks: the f16 scales sit 34 bytes apart, so one gather of the
- * dword at each block start (d plus two qs bytes) and a truncation to 16 bits fetch them. */
-static inline __m256 q8_0_scales8(const quant_block_q8_0 *w, const quant_block_q8_0 *x)
-{
-    const __m256i off = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
-    __m256i dw = _mm256_i32gather_epi32((const int *)(const void *)w, off, 1);
-    __m256i dx = _mm256_i32gather_epi32((const int *)(const void *)x, off, 1);
-    return _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(dw)),
-                         _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dx)));
 }
 
 float cpu_dot_q8_0_q8_0_avx512(int64_t n, const void *w, const void *x)
@@ -77,7 +51,7 @@ float cpu_dot_q8_0_q8_0_avx512(int64_t n, const void *w, const void *x)
     int64_t b = 0;
     for (; b + 7 < nb; b += 8) {
         prefetch_ahead(bw + b, 8 * (int)sizeof *bw);
-        __m512 d = _mm512_castps256_ps512(q8_0_scales8(bw + b, bx + b));
+        __m512 d = _mm512_castps256_ps512(_mm256_mul_ps(q8_0_scales8(bw + b), q8_0_scales8(bx + b)));
         acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(sel[0], d),
                                _mm512_cvtepi32_ps(q8_0_pair(bw + b, bx + b)), acc0);
         acc1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(sel[1], d),
@@ -93,16 +67,8 @@ float cpu_dot_q8_0_q8_0_avx512(int64_t n, const void *w, const void *x)
         acc0 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(q8_0_pair(bw + b, bx + b)), acc0);
     }
     float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    if (b < nb) { /* odd block count: one 32-byte block */
-        __m256i qw = _mm256_loadu_si256((const __m256i *)bw[b].qs);
-        __m256i qx = _mm256_loadu_si256((const __m256i *)bx[b].qs);
-        __m256i sx = _mm256_sign_epi8(qx, qw);
-        __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(qw), sx);
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
-        sum += f16(bw[b].d) * f16(bx[b].d) * (float)_mm_cvtsi128_si32(s4);
-    }
+    if (b < nb) /* odd block count: one 32-byte block */
+        sum += q8_0_odd_block(bw + b, bx + b);
     return sum;
 }
 
@@ -140,35 +106,12 @@ float cpu_dot_q2_k_q8_k_avx512(int64_t n, const void *w, const void *x)
             __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(q8 + 64 * j));
             isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(sel[j], sc));
         }
-        accq = _mm512_fmadd_ps(_mm512_set1_ps(bx[b].d * f16(bw[b].d)), _mm512_cvtepi32_ps(isum),
-                               accq);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].dmin)),
-                               _mm256_cvtepi32_ps(msum), accm);
+        k_acc(&accq, &accm, isum, msum, bx[b].d, bw[b].d, bw[b].dmin);
     }
-    __m256 q = _mm256_add_ps(_mm512_castps512_ps256(accq), _mm512_extractf32x8_ps(accq, 1));
-    __m256 t = _mm256_sub_ps(q, accm);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    return k_result(accq, accm);
 }
 
 /* ======== Q4_K x Q8_K ================================================================= */
-
-/* The 8 six-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K block, unpacked in
- * one xmm: with dwords a, b, c of scales[12], sub-blocks 0..3 keep 6 bits (a: scales,
- * b: mins); 4..7 take 4 bits from c (low nibbles: scales, high: mins) and 2 from the tops of
- * a and b. Reads 16 bytes: the 4 after scales[12] are qs, inside the block. */
-static inline __m128i q4_k_scales_mins(const uint8_t *scales)
-{
-    __m128i v = _mm_loadu_si128((const __m128i *)scales);
-    __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x3f)); /* dwords: sc 0-3, m 0-3 */
-    __m128i c = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)),
-                               _mm_setr_epi32(0, 4, 0, 0));
-    __m128i hi = _mm_or_si128(_mm_and_si128(c, _mm_set1_epi8(0x0f)),
-                              _mm_and_si128(_mm_srli_epi32(v, 2), _mm_set1_epi8(0x30)));
-    return _mm_unpacklo_epi32(lo, hi); /* sc 0-3, sc 4-7, m 0-3, m 4-7 */
-}
 
 float cpu_dot_q4_k_q8_k_avx512(int64_t n, const void *w, const void *x)
 {
@@ -201,17 +144,9 @@ float cpu_dot_q4_k_q8_k_avx512(int64_t n, const void *w, const void *x)
             __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(q8 + 64 * c));
             isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(sel[c], sc));
         }
-        accq = _mm512_fmadd_ps(_mm512_set1_ps(bx[b].d * f16(bw[b].d)), _mm512_cvtepi32_ps(isum),
-                               accq);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].dmin)),
-                               _mm256_cvtepi32_ps(msum), accm);
+        k_acc(&accq, &accm, isum, msum, bx[b].d, bw[b].d, bw[b].dmin);
     }
-    __m256 q = _mm256_add_ps(_mm512_castps512_ps256(accq), _mm512_extractf32x8_ps(accq, 1));
-    __m256 t = _mm256_sub_ps(q, accm);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    return k_result(accq, accm);
 }
 
 /* ======== IQ2_XXS x Q8_K ============================================================== */

@@ -1,8 +1,9 @@
 /* moe_avx512.c — the AVX-512 variant of the routed-expert kernels (moe_kern.h): its table
  * (kernels in moe_iq2_avx512.c and moe_k_avx512.c), the CPU check for it (AVX-512
  * F/BW/VL/DQ/VNNI plus VBMI and GFNI), the SwiGLU of moe_swiglu1 on 16 lanes with the same
- * IEEE operations in the same order (so equal to the scalar one bit for bit), and the Q8_K
- * quantizer of quant_act_avx512.c (byte-identical to the reference). */
+ * IEEE operations in the same order (so equal to the scalar one bit for bit), the Q8_K
+ * quantizer of quant_act_avx512.c (byte-identical to the reference) and the token tile of
+ * the mini-GEMM (one for all types). */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,f16c,fma")
 #include "kernels/cpu/moe_avx512.h"
 #include "kernels/cpu/quant_act.h"
@@ -65,15 +66,21 @@ static void quant_q8_k(const float *x, quant_block_q8_k *out, int64_t n)
     cpu_quant_row_q8_k_avx512(x, out, n);
 }
 
+/* The token tile, the same for every weight type. */
+void cpu_moe_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n, int64_t nb)
+{
+    moe_tile_init(tile, x, n, nb);
+}
+
 static const cpu_moe_kern kern_iq2 = {
     cpu_moe_iq2_prep_gemv_avx512, cpu_moe_iq2_prep_gemm_avx512, cpu_moe_iq2_gemv_avx512,
-    cpu_moe_iq2_gemv2_avx512,     cpu_moe_iq2_tile_avx512,      cpu_moe_iq2_gemm_avx512,
+    cpu_moe_iq2_gemv2_avx512,     cpu_moe_tile_avx512,          cpu_moe_iq2_gemm_avx512,
     cpu_moe_iq2_gemm2_avx512};
 static const cpu_moe_kern kern_q2k = {
-    NULL, NULL, cpu_moe_q2k_gemv_avx512, cpu_moe_q2k_gemv2_avx512, cpu_moe_q2k_tile_avx512,
+    NULL, NULL, cpu_moe_q2k_gemv_avx512, cpu_moe_q2k_gemv2_avx512, cpu_moe_tile_avx512,
     cpu_moe_q2k_gemm_avx512, cpu_moe_q2k_gemm2_avx512};
 static const cpu_moe_kern kern_q4k = {
-    NULL, NULL, cpu_moe_q4k_gemv_avx512, cpu_moe_q4k_gemv2_avx512, cpu_moe_q4k_tile_avx512,
+    NULL, NULL, cpu_moe_q4k_gemv_avx512, cpu_moe_q4k_gemv2_avx512, cpu_moe_tile_avx512,
     cpu_moe_q4k_gemm_avx512, cpu_moe_q4k_gemm2_avx512};
 
 const cpu_moe_ops cpu_moe_ops_avx512 = {"avx512", quant_q8_k, swiglu, &kern_iq2, &kern_q2k,

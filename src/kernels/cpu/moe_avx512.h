@@ -2,25 +2,14 @@
  * kernels share: the token tile of the mini-GEMM (the tokens' activations and block scales,
  * built once per token group), the transposing reduction that turns 16 int32 vectors into one
  * vector of their 16 sums (per-block exact totals of many blocks at once), the 16 x 16 int32
- * transpose of the row tiles, per-row f16 scales as lanes, and the kernel declarations.
- * Include after the file's target pragma. */
+ * transpose of the row tiles, per-row f16 scales as lanes, the row-at-a-time loop of the
+ * few-token mini-GEMM, and the kernel declarations. Prefetch and f16 come from
+ * simd_avx512.h. Include after the file's target pragma. */
 #ifndef DS4_KERNELS_CPU_MOE_AVX512_H
 #define DS4_KERNELS_CPU_MOE_AVX512_H
 
-#include <immintrin.h>
-
 #include "kernels/cpu/moe_kern.h"
-
-/* Software prefetch of the weight stream this many bytes ahead (as dot_avx512.c). */
-#define MOE_PF_DIST 8192
-
-static inline void moe_prefetch(const void *p, int bytes)
-{
-    for (int o = 0; o < bytes; o += 64)
-        _mm_prefetch((const char *)p + MOE_PF_DIST + o, _MM_HINT_T0);
-}
-
-static inline float moe_f16(quant_f16 h) { return _cvtsh_ss(h); }
+#include "kernels/cpu/simd_avx512.h"
 
 /* Lane j = the sum of the 16 int32 lanes of v[j], for j < 16 (a transpose-and-add tree:
  * 45 instructions for 16 sums). */
@@ -137,8 +126,6 @@ static inline void moe_row_scales(const uint8_t *p, __m512i offs, __m512 *lo, __
     float cpu_moe_##T##_gemv_avx512(const void *w, const quant_block_q8_k *x, int64_t nb);    \
     void cpu_moe_##T##_gemv2_avx512(const void *w0, const void *w1, const quant_block_q8_k *x, \
                                     int64_t nb, float out[2]);                                \
-    void cpu_moe_##T##_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n,       \
-                                   int64_t nb);                                               \
     void cpu_moe_##T##_gemm_avx512(const void *w, size_t rb, int nr, const void *tile,        \
                                    int64_t nb, float *out);                                   \
     void cpu_moe_##T##_gemm2_avx512(const void *w0, size_t rb0, const void *w1, size_t rb1,   \
@@ -147,6 +134,9 @@ static inline void moe_row_scales(const uint8_t *p, __m512i offs, __m512 *lo, __
 MOE_AVX512_KERNELS(iq2)
 MOE_AVX512_KERNELS(q2k)
 MOE_AVX512_KERNELS(q4k)
+
+/* The token tile of every type (moe_tile_init). */
+void cpu_moe_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n, int64_t nb);
 
 /* ---- the token tile of the mini-GEMM ---------------------------------------------------- */
 
@@ -166,6 +156,26 @@ static inline void moe_tile_init(moe_tile *T, const quant_block_q8_k *const *x, 
         T->x[i] = x[i];
         for (int64_t b = 0; b < nb + 16; b++)
             T->dx[i][b] = b < nb ? x[i][b].d : 0.0f;
+    }
+}
+
+/* Up to MOE_SMALL_N tokens a 16-row tile's transposes cost more than they save: the gemm
+ * kernels then take the rows one at a time (each block decoded once for the few tokens). */
+#define MOE_SMALL_N 4
+
+/* nr rows, rb bytes apart, one at a time through row(ctx, row, T, nb, o) (o[t] = row . x[t])
+ * into out[t * MOE_TILE_ROWS + r]. */
+static inline __attribute__((always_inline)) void
+moe_rows_each(void (*row)(const void *ctx, const uint8_t *w, const moe_tile *T, int64_t nb,
+                          float *o),
+              const void *ctx, const void *w, size_t rb, int nr, const moe_tile *T, int64_t nb,
+              float *out)
+{
+    float o[MOE_TILE_TOK];
+    for (int r = 0; r < nr; r++) {
+        row(ctx, (const uint8_t *)w + (size_t)r * rb, T, nb, o);
+        for (int t = 0; t < T->n; t++)
+            out[t * MOE_TILE_ROWS + r] = o[t];
     }
 }
 

@@ -6,8 +6,8 @@
  * fields are cut out by vpmultishiftqb and get their parity bit from one GF(2) affine
  * transform (the ksigns_iq2xs rule). Activations are stored in the same order (prep_*).
  * GEMV: signs applied to the activation, vpdpbusd(grid, signed x). Mini-GEMM: blocks decoded
- * into signed weights, tokens as x+128 (u8) with the 128*sum(w) correction; up to SMALL_N
- * tokens row by row (16 blocks' sums per token reduced at once), more in 16-row tiles
+ * into signed weights, tokens as x+128 (u8) with the 128*sum(w) correction; up to
+ * MOE_SMALL_N tokens row by row (16 blocks' sums per token reduced at once), more in 16-row tiles
  * transposed so that lanes are rows (no reductions). All give the exact per-block sums of
  * cpu_dot_iq2_xxs_q8_k_ref and combine them in its float order (moe_kern.h). */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,f16c,fma")
@@ -125,11 +125,11 @@ static inline void gemv_rows(const quant_block_iq2_xxs *const *w, int nr,
             const int64_t b = b0 + i;
             dx[i] = x[b].d;
             for (int r = 0; r < nr; r++) {
-                moe_prefetch(&w[r][b], (int)sizeof w[r][b]);
+                prefetch_ahead(&w[r][b], (int)sizeof w[r][b]);
                 iq2_dec d;
                 iq2_decode(&c, &w[r][b], &d);
                 v[r][i] = iq2_dot_gemv(&d, x[b].qs);
-                dw[r][i] = moe_f16(w[r][b].d);
+                dw[r][i] = f16(w[r][b].d);
             }
         }
         for (int r = 0; r < nr; r++) {
@@ -160,64 +160,56 @@ void cpu_moe_iq2_gemv2_avx512(const void *w0, const void *w1, const quant_block_
 
 /* ======== mini-GEMM ==================================================================== */
 
-void cpu_moe_iq2_tile_avx512(void *tile, const quant_block_q8_k *const *x, int n, int64_t nb)
+/* Up to MOE_SMALL_N tokens (moe_avx512.h), one row: its blocks decoded once for the few
+ * tokens, 16 blocks' scaled sums per token reduced at once (moe_reduce16) and combined in
+ * the reference's float order. */
+static void iq2_row_small(const void *ctx, const uint8_t *row, const moe_tile *T, int64_t nb,
+                          float *out)
 {
-    moe_tile_init(tile, x, n, nb);
-}
-
-/* Up to SMALL_N tokens a 16-row tile's transposes cost more than they save: each row alone,
- * its blocks decoded once for the few tokens, 16 blocks' scaled sums per token reduced at
- * once (moe_reduce16) and combined in the reference's float order. */
-#define SMALL_N 4
-
-static inline void iq2_rows_small(const quant_block_iq2_xxs *const *w, int nr, const moe_tile *T,
-                             int64_t nb, float *const *out)
-{
+    (void)ctx;
+    const quant_block_iq2_xxs *w = (const quant_block_iq2_xxs *)(const void *)row;
     iq2_consts c;
     iq2_consts_init(&c);
     const int n = T->n;
     const __m512i k128 = _mm512_set1_epi8((char)0x80);
-    float acc[2][MOE_TILE_TOK] = {{0}};
+    float acc[MOE_TILE_TOK] = {0};
     __m512i v[MOE_TILE_TOK][16];
     for (int64_t b0 = 0; b0 < nb; b0 += 16) {
         const int m = nb - b0 < 16 ? (int)(nb - b0) : 16;
-        for (int r = 0; r < nr; r++) {
-            _Alignas(64) float dw[16] = {0}, t[16];
-            for (int i = 0; i < m; i++) {
-                const quant_block_iq2_xxs *bw = &w[r][b0 + i];
-                moe_prefetch(bw, (int)sizeof *bw);
-                dw[i] = moe_f16(bw->d);
-                iq2_dec d;
-                iq2_decode(&c, bw, &d);
-                __m512i ws[4], corr = _mm512_setzero_si512();
-                for (int p = 0; p < 4; p++) {
-                    ws[p] = _mm512_mask_sub_epi8(d.grid[p], d.neg[p], _mm512_setzero_si512(), d.grid[p]);
-                    corr = _mm512_dpbusd_epi32(corr, k128, ws[p]);
-                }
-                const __m512i neg_corr = _mm512_sub_epi32(_mm512_setzero_si512(), corr);
-                for (int j = 0; j < n; j++) {
-                    const int8_t *xq = T->x[j][b0 + i].qs;
-                    __m512i a = neg_corr;
-                    for (int p = 0; p < 4; p++)
-                        a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(xq + 64 * p), ws[p]);
-                    v[j][i] = _mm512_mullo_epi32(a, d.scale);
-                }
+        _Alignas(64) float dw[16] = {0}, t[16];
+        for (int i = 0; i < m; i++) {
+            const quant_block_iq2_xxs *bw = &w[b0 + i];
+            prefetch_ahead(bw, (int)sizeof *bw);
+            dw[i] = f16(bw->d);
+            iq2_dec d;
+            iq2_decode(&c, bw, &d);
+            __m512i ws[4], corr = _mm512_setzero_si512();
+            for (int p = 0; p < 4; p++) {
+                ws[p] = _mm512_mask_sub_epi8(d.grid[p], d.neg[p], _mm512_setzero_si512(), d.grid[p]);
+                corr = _mm512_dpbusd_epi32(corr, k128, ws[p]);
             }
-            const __m512 dwv = _mm512_load_ps(dw);
+            const __m512i neg_corr = _mm512_sub_epi32(_mm512_setzero_si512(), corr);
             for (int j = 0; j < n; j++) {
-                const __m512i I = moe_reduce_n(v[j], m);
-                const __m512 dd = _mm512_mul_ps(dwv, _mm512_loadu_ps(&T->dx[j][b0]));
-                _mm512_store_ps(t, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(I)));
-                acc[r][j] = moe_add_seq(acc[r][j], t, m);
+                const int8_t *xq = T->x[j][b0 + i].qs;
+                __m512i a = neg_corr;
+                for (int p = 0; p < 4; p++)
+                    a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(xq + 64 * p), ws[p]);
+                v[j][i] = _mm512_mullo_epi32(a, d.scale);
             }
         }
+        const __m512 dwv = _mm512_load_ps(dw);
+        for (int j = 0; j < n; j++) {
+            const __m512i I = moe_reduce_n(v[j], m);
+            const __m512 dd = _mm512_mul_ps(dwv, _mm512_loadu_ps(&T->dx[j][b0]));
+            _mm512_store_ps(t, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(I)));
+            acc[j] = moe_add_seq(acc[j], t, m);
+        }
     }
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < n; j++)
-            out[r][j] = 0.125f * acc[r][j];
+    for (int j = 0; j < n; j++)
+        out[j] = 0.125f * acc[j];
 }
 
-/* nr <= 16 rows against the tile's tokens (more than SMALL_N of them). Per block: each row
+/* nr <= 16 rows against the tile's tokens (more than MOE_SMALL_N of them). Per block: each row
  * decoded (group-major, signs applied) and the 16 rows transposed so that vector d holds
  * dword d of every row, lanes = rows; then per sub-block s its 8 vectors (dwords 16p + 2s,
  * 16p + 2s + 1) stay in registers while every token's 8 matching activation dwords (x + 128)
@@ -282,25 +274,11 @@ static void iq2_rows(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int
         _mm512_storeu_ps(out + t * MOE_TILE_ROWS, _mm512_mul_ps(_mm512_set1_ps(0.125f), acc[t]));
 }
 
-/* nr rows through the per-row kernel into out[t * MOE_TILE_ROWS + r]. */
-static void iq2_small(const uint8_t *w, size_t rb, int nr, const moe_tile *T, int64_t nb,
-                      float *out)
-{
-    float o[MOE_TILE_TOK];
-    for (int r = 0; r < nr; r++) {
-        const quant_block_iq2_xxs *row = (const quant_block_iq2_xxs *)(w + (size_t)r * rb);
-        float *po[1] = {o};
-        iq2_rows_small(&row, 1, T, nb, po);
-        for (int t = 0; t < T->n; t++)
-            out[t * MOE_TILE_ROWS + r] = o[t];
-    }
-}
-
 void cpu_moe_iq2_gemm_avx512(const void *w, size_t rb, int nr, const void *tile, int64_t nb,
                              float *out)
 {
-    if (((const moe_tile *)tile)->n <= SMALL_N)
-        iq2_small(w, rb, nr, tile, nb, out);
+    if (((const moe_tile *)tile)->n <= MOE_SMALL_N)
+        moe_rows_each(iq2_row_small, NULL, w, rb, nr, tile, nb, out);
     else
         iq2_rows(w, rb, nr, tile, nb, out);
 }
@@ -308,11 +286,6 @@ void cpu_moe_iq2_gemm_avx512(const void *w, size_t rb, int nr, const void *tile,
 void cpu_moe_iq2_gemm2_avx512(const void *w0, size_t rb0, const void *w1, size_t rb1, int nr,
                               const void *tile, int64_t nb, float *out0, float *out1)
 {
-    if (((const moe_tile *)tile)->n <= SMALL_N) {
-        iq2_small(w0, rb0, nr, tile, nb, out0);
-        iq2_small(w1, rb1, nr, tile, nb, out1);
-    } else {
-        iq2_rows(w0, rb0, nr, tile, nb, out0);
-        iq2_rows(w1, rb1, nr, tile, nb, out1);
-    }
+    cpu_moe_iq2_gemm_avx512(w0, rb0, nr, tile, nb, out0);
+    cpu_moe_iq2_gemm_avx512(w1, rb1, nr, tile, nb, out1);
 }
