@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "kernels/cpu/moe_impl.h"
+#include "moe_test_layer.h"
 #include "test_util.h"
 
 /* vs float64: both sides quantize mid with the same quantizer, so what differs is f32
@@ -37,83 +38,7 @@ static cpu_pool *pools[4];
 
 static bool want(const char *name) { return !filter || strstr(name, filter); }
 
-/* ======== random layers ================================================================= */
-
-/* One random valid block of type t with elements of RMS about rms. */
-static void rand_block(t_rng *r, ds4_type t, void *blk, double rms)
-{
-    if (t == DS4_TYPE_IQ2_XXS) {
-        quant_block_iq2_xxs *b = blk;
-        for (int i = 0; i < 16; i++)
-            b->qs[i * 2] = (uint16_t)t_next(r), b->qs[i * 2 + 1] = (uint16_t)t_next(r);
-        b->d = quant_f32_to_f16((float)(rms / 67.0 * (0.5 + t_uniform(r))));
-    } else if (t == DS4_TYPE_Q2_K) {
-        quant_block_q2_k *b = blk;
-        for (int j = 0; j < 16; j++) {
-            uint32_t sc = 1 + (uint32_t)(t_next(r) % 15), m = (3 * sc + 1) / 2;
-            b->scales[j] = (uint8_t)(sc | (m > 15 ? 15 : m) << 4);
-        }
-        for (int i = 0; i < 64; i++)
-            b->qs[i] = (uint8_t)t_next(r);
-        b->d = b->dmin = quant_f32_to_f16((float)(rms / 10.0 * (0.5 + t_uniform(r))));
-    } else {
-        quant_block_q4_k *b = blk;
-        uint8_t sc[8];
-        for (int j = 0; j < 8; j++)
-            sc[j] = (uint8_t)(1 + t_next(r) % 63);
-        for (int j = 0; j < 4; j++) {
-            b->scales[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
-            b->scales[j + 4] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
-            b->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (sc[j + 4] & 15) << 4);
-        }
-        for (int i = 0; i < 128; i++)
-            b->qs[i] = (uint8_t)t_next(r);
-        float d = (float)(rms / 166.0 * (0.5 + t_uniform(r)));
-        b->d = quant_f32_to_f16(d);
-        b->dmin = quant_f32_to_f16(7.5f * d);
-    }
-}
-
-static int rand_tensor(cpu_moe_tensor *T, ds4_type type, int64_t n_in, int64_t n_out, int E,
-                       double rms, t_rng *r)
-{
-    const size_t bb = quant_get_traits(type)->block_bytes;
-    T->type = type;
-    T->n_in = n_in;
-    T->n_out = n_out;
-    T->row_bytes = quant_row_bytes(type, n_in);
-    T->expert_bytes = T->row_bytes * (size_t)n_out;
-    uint8_t *p = malloc(T->expert_bytes * (size_t)E);
-    if (!p)
-        return -1;
-    for (size_t b = 0; b < T->expert_bytes * (size_t)E / bb; b++)
-        rand_block(r, type, p + b * bb, rms);
-    T->data = p;
-    return 0;
-}
-
-static int make_layer(cpu_moe_layer *L, const char *mix, int64_t n_embd, int64_t n_ff, int E,
-                      uint64_t seed)
-{
-    t_rng r = {seed};
-    const bool q2 = strcmp(mix, "q2") == 0;
-    const ds4_type gt = q2 ? DS4_TYPE_IQ2_XXS : DS4_TYPE_Q4_K, dt = q2 ? DS4_TYPE_Q2_K : DS4_TYPE_Q4_K;
-    memset(L, 0, sizeof *L);
-    L->n_expert = E;
-    L->clamp = CLAMP;
-    /* gate/up elements of RMS 6/sqrt(n_embd): |g| ~ 6 with unit h, so the clamp acts */
-    const double wr = 6.0 / sqrt((double)n_embd);
-    if (rand_tensor(&L->gate, gt, n_embd, n_ff, E, wr, &r) ||
-        rand_tensor(&L->up, gt, n_embd, n_ff, E, wr, &r) ||
-        rand_tensor(&L->down, dt, n_ff, n_embd, E, 0.5 / sqrt((double)n_ff), &r))
-        return -1;
-    return 0;
-}
-
-static void free_layer(cpu_moe_layer *L)
-{
-    free((void *)L->gate.data), free((void *)L->up.data), free((void *)L->down.data);
-}
+/* ======== tokens ======================================================================= */
 
 /* Tokens: unit Gaussian h, random distinct experts per token, weights ~ route weights. */
 typedef struct batch {
@@ -289,7 +214,7 @@ static void check_kernels(const cpu_moe_ops *ops, uint64_t seed)
             quant_block_q8_k *xm = malloc(sizeof *xm * (size_t)(MAX_TOK * nb));
             float *h = malloc(sizeof *h * (size_t)n);
             for (int b = 0; b < 2 * nb; b++)
-                rand_block(&r, type, w + (size_t)b * bb, 0.01);
+                moe_test_rand_block(&r, type, w + (size_t)b * bb, 0.01);
             for (int t = 0; t < MAX_TOK; t++) {
                 for (int64_t i = 0; i < n; i++)
                     h[i] = (float)(t_normal(&r) * (t % 3 == 2 ? 1e3 : 1.0));
@@ -369,7 +294,8 @@ static void check_mix(const char *mix, const cpu_moe_ops *fast, int64_t n_embd, 
     double (*yr)[N_EMBD] = malloc(sizeof *yr * MAX_TOK);
     float *y = malloc(sizeof(float) * MAX_TOK * N_EMBD), *y2 = malloc(sizeof(float) * MAX_TOK * N_EMBD);
     cpu_moe_ctx *c = NULL;
-    if (make_layer(&L, mix, n_embd, n_ff, E, seed) || cpu_moe_ctx_new(&c, &err)) {
+    if (moe_test_make_layer(&L, strcmp(mix, "q2") == 0, n_embd, n_ff, E, CLAMP, seed) ||
+        cpu_moe_ctx_new(&c, &err)) {
         t_check(false, "%s: make the layer", name);
         return;
     }
@@ -470,7 +396,7 @@ static void check_mix(const char *mix, const cpu_moe_ops *fast, int64_t n_embd, 
             "or no sharing, minigemm for 8 sharing", name);
 
     cpu_moe_ctx_free(c);
-    free_layer(&L);
+    moe_test_free_layer(&L);
     free(B), free(yr), free(y), free(y2);
 }
 
@@ -483,7 +409,7 @@ static void check_errors(void)
     ds4_error err = {0};
     cpu_moe_layer L;
     cpu_moe_ctx *c;
-    if (make_layer(&L, "q2", 512, 256, 3, 7) || cpu_moe_ctx_new(&c, &err)) {
+    if (moe_test_make_layer(&L, true, 512, 256, 3, CLAMP, 7) || cpu_moe_ctx_new(&c, &err)) {
         t_check(false, "errors: setup");
         return;
     }
@@ -523,7 +449,7 @@ static void check_errors(void)
     a.n_tok = 0;
     t_check(cpu_moe_run(c, pools[2], &a, &err) == 0, "zero tokens: nothing to do");
     cpu_moe_ctx_free(c);
-    free_layer(&L);
+    moe_test_free_layer(&L);
     free(B), free(y);
 }
 

@@ -17,6 +17,7 @@
 
 #include "backend/cuda/cuda_moe.h"
 #include "kernels/cpu/moe.h"
+#include "moe_test_layer.h"
 #include "test_util.h"
 
 /* GPU and CPU differ only in f32 summation order and in the rare mid element whose Q8_K
@@ -48,83 +49,42 @@ static bool want(const char *name) { return !filter || strstr(name, filter); }
 
 /* ======== random layers (host and device copies) ======================================== */
 
-static void rand_block(t_rng *r, ds4_type t, void *blk, double rms)
-{
-    if (t == DS4_TYPE_IQ2_XXS) {
-        quant_block_iq2_xxs *b = blk;
-        for (int i = 0; i < 32; i++)
-            b->qs[i] = (uint16_t)t_next(r);
-        b->d = quant_f32_to_f16((float)(rms / 67.0 * (0.5 + t_uniform(r))));
-    } else if (t == DS4_TYPE_Q2_K) {
-        quant_block_q2_k *b = blk;
-        for (int j = 0; j < 16; j++) {
-            uint32_t sc = 1 + (uint32_t)(t_next(r) % 15), m = (3 * sc + 1) / 2;
-            b->scales[j] = (uint8_t)(sc | (m > 15 ? 15 : m) << 4);
-        }
-        for (int i = 0; i < 64; i++)
-            b->qs[i] = (uint8_t)t_next(r);
-        b->d = b->dmin = quant_f32_to_f16((float)(rms / 10.0 * (0.5 + t_uniform(r))));
-    } else {
-        quant_block_q4_k *b = blk;
-        uint8_t sc[8];
-        for (int j = 0; j < 8; j++)
-            sc[j] = (uint8_t)(1 + t_next(r) % 63);
-        for (int j = 0; j < 4; j++) {
-            b->scales[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
-            b->scales[j + 4] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
-            b->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | (sc[j + 4] & 15) << 4);
-        }
-        for (int i = 0; i < 128; i++)
-            b->qs[i] = (uint8_t)t_next(r);
-        float d = (float)(rms / 166.0 * (0.5 + t_uniform(r)));
-        b->d = quant_f32_to_f16(d);
-        b->dmin = quant_f32_to_f16(7.5f * d);
-    }
-}
-
 typedef struct layer {
     cpu_moe_layer cpu;
     cuda_moe_layer gpu;
 } layer;
 
-static void rand_tensor(cpu_moe_tensor *T, cuda_moe_tensor *G, ds4_type type, int64_t n_in,
-                        int64_t n_out, double rms, t_rng *r)
+/* The device copy of T's N_EXPERT experts. */
+static void to_gpu(cuda_moe_tensor *G, const cpu_moe_tensor *T)
 {
-    const size_t bb = quant_get_traits(type)->block_bytes;
-    T->type = G->type = type;
-    T->n_in = G->n_in = n_in;
-    T->n_out = G->n_out = n_out;
-    T->row_bytes = G->row_bytes = quant_row_bytes(type, n_in);
-    T->expert_bytes = G->expert_bytes = T->row_bytes * (size_t)n_out;
+    G->type = T->type;
+    G->n_in = T->n_in;
+    G->n_out = T->n_out;
+    G->row_bytes = T->row_bytes;
+    G->expert_bytes = T->expert_bytes;
     const size_t bytes = T->expert_bytes * N_EXPERT;
-    uint8_t *p = malloc(bytes);
-    if (!p)
-        exit(1);
-    for (size_t b = 0; b < bytes / bb; b++)
-        rand_block(r, type, p + b * bb, rms);
     void *d;
     CUCHECK(cudaMalloc(&d, bytes));
-    CUCHECK(cudaMemcpy(d, p, bytes, cudaMemcpyHostToDevice));
-    T->data = p;
+    CUCHECK(cudaMemcpy(d, T->data, bytes, cudaMemcpyHostToDevice));
     G->data = d;
 }
 
+/* The random layer of tests/moe_test_layer.h on the host, and its copy on the device. */
 static void make_layer(layer *L, bool q2, uint64_t seed)
 {
-    t_rng r = {seed};
-    const ds4_type gt = q2 ? DS4_TYPE_IQ2_XXS : DS4_TYPE_Q4_K, dt = q2 ? DS4_TYPE_Q2_K : DS4_TYPE_Q4_K;
     memset(L, 0, sizeof *L);
-    L->cpu.n_expert = L->gpu.n_expert = N_EXPERT;
-    L->cpu.clamp = L->gpu.clamp = CLAMP;
-    const double wr = 6.0 / sqrt((double)N_EMBD);
-    rand_tensor(&L->cpu.gate, &L->gpu.gate, gt, N_EMBD, N_FF, wr, &r);
-    rand_tensor(&L->cpu.up, &L->gpu.up, gt, N_EMBD, N_FF, wr, &r);
-    rand_tensor(&L->cpu.down, &L->gpu.down, dt, N_FF, N_EMBD, 0.5 / sqrt((double)N_FF), &r);
+    if (moe_test_make_layer(&L->cpu, q2, N_EMBD, N_FF, N_EXPERT, CLAMP, seed))
+        exit(1);
+    L->gpu.n_expert = N_EXPERT;
+    L->gpu.clamp = CLAMP;
+    to_gpu(&L->gpu.gate, &L->cpu.gate);
+    to_gpu(&L->gpu.up, &L->cpu.up);
+    to_gpu(&L->gpu.down, &L->cpu.down);
 }
 
 static void free_layer(layer *L)
 {
-    free((void *)L->cpu.gate.data), free((void *)L->cpu.up.data), free((void *)L->cpu.down.data);
+    moe_test_free_layer(&L->cpu);
     cudaFree((void *)L->gpu.gate.data), cudaFree((void *)L->gpu.up.data);
     cudaFree((void *)L->gpu.down.data);
 }
