@@ -1,6 +1,7 @@
 /* bench_util.h — what every CPU bench shares: a monotonic clock, medians, the header lines
- * (commit, build flags, CPU model) and the memory read bandwidth the bench measures itself so
- * its rows can be read as a share of what the machine can stream (style.md §10).
+ * (commit, build flags, CPU model), the memory read bandwidth the bench measures itself so
+ * its rows can be read as a share of what the machine can stream (style.md §10), the
+ * "--flag VALUE" command line and the --csv file with its header row.
  * Header-only (static functions); each bench includes it once. Owns no kernels. */
 #ifndef DS4_BENCH_UTIL_H
 #define DS4_BENCH_UTIL_H
@@ -200,6 +201,63 @@ __attribute__((unused)) static void bench_header(const char *title, const char *
     printf("# build: %s\n", bench_build_info);
     printf("# cpu: %s, %ld online cores, LLC %.0f MiB, ISA %s\n", model, ncpu,
            (double)bench_llc_bytes() / (1 << 20), isa_name);
+}
+
+/* ======== command line and CSV file ==================================================== */
+
+/* One option: "--flag VALUE" (flag NULL: the first argument not starting with '-'), its
+ * value's kind ('s' const char *, 'i' int, 'l' int64_t, 'd' double) and where it goes. */
+typedef struct bench_opt {
+    const char *flag;
+    char kind;
+    void *dst;
+} bench_opt;
+
+/* Parses argv[1..] against opts[0..n) into their destinations (options not given keep what
+ * they hold). An unknown flag or a missing value prints "usage: USAGE" on stderr; returns 0
+ * or -1. */
+__attribute__((unused)) static int bench_parse_opts(int argc, char **argv, const bench_opt *opts,
+                                                    int n, const char *usage)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const bench_opt *o = NULL;
+        for (int k = 0; k < n && !o; k++)
+            if (opts[k].flag ? strcmp(a, opts[k].flag) == 0
+                             : a[0] != '-' && !*(const char **)opts[k].dst)
+                o = &opts[k];
+        if (o && o->flag && ++i >= argc)
+            o = NULL;
+        if (!o) {
+            fprintf(stderr, "usage: %s\n", usage);
+            return -1;
+        }
+        const char *v = argv[i];
+        switch (o->kind) {
+        case 'i': *(int *)o->dst = atoi(v); break;
+        case 'l': *(int64_t *)o->dst = atoll(v); break;
+        case 'd': *(double *)o->dst = atof(v); break;
+        default: *(const char **)o->dst = v; break;
+        }
+    }
+    return 0;
+}
+
+/* Opens path (NULL: *f = NULL, nothing to write) and writes the header row of its columns
+ * (header without the newline). Returns 0, or -1 after saying "PROG: cannot write PATH". */
+__attribute__((unused)) static int bench_csv_open(const char *prog, const char *path,
+                                                  const char *header, FILE **f)
+{
+    *f = NULL;
+    if (!path)
+        return 0;
+    *f = fopen(path, "w");
+    if (!*f) {
+        fprintf(stderr, "%s: cannot write %s\n", prog, path);
+        return -1;
+    }
+    fprintf(*f, "%s\n", header);
+    return 0;
 }
 
 #endif

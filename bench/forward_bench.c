@@ -24,29 +24,15 @@ typedef struct {
 static int parse_args(int argc, char **argv, options *o)
 {
     *o = (options){NULL, NULL, 64, 16, 0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (a[0] != '-' && !o->path) {
-            o->path = a;
-            continue;
-        }
-        if (!v)
-            break;
-        if (strcmp(a, "--prefill") == 0)
-            o->prefill = atoi(v);
-        else if (strcmp(a, "--decode") == 0)
-            o->decode = atoi(v);
-        else if (strcmp(a, "--threads") == 0)
-            o->threads = atoi(v);
-        else if (strcmp(a, "--csv") == 0)
-            o->csv = v;
-        else
-            break;
-        i++;
-    }
+    const bench_opt opts[] = {{NULL, 's', &o->path},          {"--prefill", 'i', &o->prefill},
+                              {"--decode", 'i', &o->decode},   {"--threads", 'i', &o->threads},
+                              {"--csv", 's', &o->csv}};
+    const char *usage = "forward_bench MODEL.gguf [--prefill N] [--decode N] [--threads N] "
+                        "[--csv FILE]";
+    if (bench_parse_opts(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), usage))
+        return -1;
     if (!o->path || o->prefill < 1 || o->decode < 1) {
-        fprintf(stderr, "usage: forward_bench MODEL.gguf [--prefill N] [--decode N] "
-                        "[--threads N] [--csv FILE]\n");
+        fprintf(stderr, "usage: %s\n", usage);
         return -1;
     }
     return 0;

@@ -182,32 +182,13 @@ static void fill_matrix(ds4_type t, int64_t cols, uint8_t *w, size_t row_bytes, 
 static int parse_args(int argc, char **argv, options *o)
 {
     *o = (options){NULL, 4096, 0, 0, 0.3, NULL};
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            fprintf(stderr, "kernels: %s needs a value\n", a);
-            return -1;
-        }
-        if (strcmp(a, "--csv") == 0)
-            o->csv = v;
-        else if (strcmp(a, "--mb") == 0)
-            o->mb = atof(v);
-        else if (strcmp(a, "--cols") == 0)
-            o->cols = atoll(v);
-        else if (strcmp(a, "--threads") == 0)
-            o->threads = atoi(v);
-        else if (strcmp(a, "--budget") == 0)
-            o->budget_s = atof(v);
-        else if (strcmp(a, "--only") == 0)
-            o->only = v;
-        else {
-            fprintf(stderr,
-                    "usage: kernels [--csv FILE] [--mb MiB] [--cols N] [--threads N] "
-                    "[--budget SECONDS] [--only TYPE]\n");
-            return -1;
-        }
-    }
+    const bench_opt opts[] = {{"--csv", 's', &o->csv},        {"--mb", 'd', &o->mb},
+                              {"--cols", 'l', &o->cols},      {"--threads", 'i', &o->threads},
+                              {"--budget", 'd', &o->budget_s}, {"--only", 's', &o->only}};
+    if (bench_parse_opts(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                         "kernels [--csv FILE] [--mb MiB] [--cols N] [--threads N] "
+                         "[--budget SECONDS] [--only TYPE]"))
+        return -1;
     if (o->cols <= 0 || o->cols % 256 != 0) {
         fprintf(stderr, "kernels: --cols must be a positive multiple of 256\n");
         return -1;
@@ -268,15 +249,11 @@ int main(int argc, char **argv)
            "rows x cols", "MB", "median_us", "min_us", "GB/s", "%bw", "x ref", "check");
 
     sweep s = {NULL, bw_all, 0};
-    if (o.csv) {
-        s.csv = fopen(o.csv, "w");
-        if (!s.csv) {
-            fprintf(stderr, "kernels: cannot write %s\n", o.csv);
-            return 1;
-        }
-        fprintf(s.csv, "kernel,variant,threads,rows,cols,weight_MB,median_us,min_us,GBps,"
-                       "pct_bw,x_ref,check\n");
-    }
+    if (bench_csv_open("kernels", o.csv,
+                       "kernel,variant,threads,rows,cols,weight_MB,median_us,min_us,GBps,pct_bw,"
+                       "x_ref,check",
+                       &s.csv))
+        return 1;
 
     int nk;
     const cpu_dot_kernel *ks = cpu_dot_kernels(&nk);

@@ -256,27 +256,13 @@ static void bench_dispatch(bench *b, cpu_pool *p)
 static int parse_args(int argc, char **argv, options *o)
 {
     *o = (options){NULL, 0, 0.25, NULL};
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            fprintf(stderr, "matmul_bench: %s needs a value\n", a);
-            return -1;
-        }
-        if (strcmp(a, "--csv") == 0)
-            o->csv = v;
-        else if (strcmp(a, "--threads") == 0)
-            o->threads = atoi(v);
-        else if (strcmp(a, "--budget") == 0)
-            o->budget_s = atof(v);
-        else if (strcmp(a, "--only") == 0)
-            o->only = v;
-        else {
-            fprintf(stderr, "usage: matmul_bench [--csv FILE] [--threads N] [--budget SECONDS] "
-                            "[--only NAME]\n");
-            return -1;
-        }
-    }
-    return 0;
+    const bench_opt opts[] = {{"--csv", 's', &o->csv},
+                              {"--threads", 'i', &o->threads},
+                              {"--budget", 'd', &o->budget_s},
+                              {"--only", 's', &o->only}};
+    return bench_parse_opts(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                            "matmul_bench [--csv FILE] [--threads N] [--budget SECONDS] "
+                            "[--only NAME]");
 }
 
 int main(int argc, char **argv)
@@ -300,15 +286,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "matmul_bench: cannot allocate the bandwidth buffer\n");
         return 1;
     }
-    if (o.csv) {
-        b.csv = fopen(o.csv, "w");
-        if (!b.csv) {
-            fprintf(stderr, "matmul_bench: cannot write %s\n", o.csv);
-            return 1;
-        }
-        fprintf(b.csv, "case,type,rows,cols,n_tok,threads,weight_MB,median_us,min_us,quant_us,"
-                       "GBps,pct_bw,x_1thread,check\n");
-    }
+    if (bench_csv_open("matmul_bench", o.csv,
+                       "case,type,rows,cols,n_tok,threads,weight_MB,median_us,min_us,quant_us,"
+                       "GBps,pct_bw,x_1thread,check",
+                       &b.csv))
+        return 1;
     bench_dispatch(&b, pools[1]);
     printf("# each call reads the next of several matrix copies (> 2x LLC in all): weights come "
            "from DRAM\n# time includes the activation quantization (quant_us: it alone); %%bw: "

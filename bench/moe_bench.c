@@ -248,18 +248,12 @@ static void parse(int argc, char **argv, options *o)
     o->csv = NULL;
     o->threads = 0;
     o->iters = 15;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--csv") && i + 1 < argc)
-            o->csv = argv[++i];
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            o->threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
-            o->iters = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: moe_bench [--csv FILE] [--threads N] [--iters N]\n");
-            exit(2);
-        }
-    }
+    const bench_opt opts[] = {{"--csv", 's', &o->csv},
+                              {"--threads", 'i', &o->threads},
+                              {"--iters", 'i', &o->iters}};
+    if (bench_parse_opts(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                         "moe_bench [--csv FILE] [--threads N] [--iters N]"))
+        exit(2);
     if (o->iters < 3)
         o->iters = 3;
     if (o->iters > 256)
@@ -284,10 +278,12 @@ int main(int argc, char **argv)
     printf("# %d threads; %d timed calls per path and case (after 2), paths interleaved; "
            "ratio = gemv / minigemm; x b1 = time / batch-1 time of the same path (cold, warm: "
            "their own batch 1; indep: -)\n", nth, o.iters);
-    FILE *csv = o.csv ? fopen(o.csv, "w") : NULL;
-    if (csv)
-        fprintf(csv, "mix,regime,batch,path,median_us,min_us,gbs,pct_bw,x_batch1,ratio,threads,"
-                     "bw_gbs\n");
+    FILE *csv;
+    if (bench_csv_open("moe_bench", o.csv,
+                       "mix,regime,batch,path,median_us,min_us,gbs,pct_bw,x_batch1,ratio,threads,"
+                       "bw_gbs",
+                       &csv))
+        return 1;
     printf("%-3s %-5s %5s %-9s %10s %10s %7s %6s %6s %6s\n", "mix", "regime", "batch", "path",
            "median_us", "min_us", "GB/s", "%bw", "x b1", "ratio");
     state *S = calloc(1, sizeof *S);

@@ -7,40 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "quant/quant.h"
 
 enum { ROW = 4096, REPS = 9 };
 
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void cpu_header(void)
 {
-    char line[256], model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "model name", 10) == 0) {
-            char *p = strchr(line, ':');
-            if (p) {
-                snprintf(model, sizeof model, "%s", p + 2);
-                model[strcspn(model, "\n")] = 0;
-            }
-            break;
-        }
-    if (f)
-        fclose(f);
+    char model[256];
+    bench_cpu_model(model, sizeof model);
     printf("# quant_bench: CPU %s, 1 thread, rows of %d, median of %d runs\n", model, ROW, REPS);
 }
 
@@ -48,16 +24,9 @@ int main(int argc, char **argv)
 {
     const char *csv_path = NULL;
     int rows = 64;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc)
-            csv_path = argv[++i];
-        else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc)
-            rows = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: quant_bench [--csv FILE] [--rows N]\n");
-            return 2;
-        }
-    }
+    const bench_opt opts[] = {{"--csv", 's', &csv_path}, {"--rows", 'i', &rows}};
+    if (bench_parse_opts(argc, argv, opts, 2, "quant_bench [--csv FILE] [--rows N]"))
+        return 2;
     if (rows < 1)
         rows = 1;
     const int64_t n = (int64_t)rows * ROW;
@@ -72,10 +41,12 @@ int main(int argc, char **argv)
         x[i] = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
         x[i + 1] = (float)(sqrt(-2 * log(u1)) * sin(6.283185307179586 * u2));
     }
-    FILE *csv = csv_path ? fopen(csv_path, "w") : NULL;
-    if (csv)
-        fprintf(csv, "type,rel_rms,quant_us_median,quant_us_min,quant_mw_s,dequant_us_median,"
-                     "dequant_mw_s\n");
+    FILE *csv;
+    if (bench_csv_open("quant_bench", csv_path,
+                       "type,rel_rms,quant_us_median,quant_us_min,quant_mw_s,dequant_us_median,"
+                       "dequant_mw_s",
+                       &csv))
+        return 1;
     cpu_header();
     printf("%-8s %9s %12s %10s %10s %12s %10s\n", "type", "rel_rms", "quant_us/row", "min_us",
            "quant_MW/s", "deq_us/row", "deq_MW/s");
@@ -98,17 +69,15 @@ int main(int argc, char **argv)
         }
         double tq[REPS], td[REPS];
         for (int r = 0; r < REPS; r++) {
-            double t0 = now_us();
+            double t0 = 1e6 * bench_now_s();
             tr->quant_row(x, q, n);
-            double t1 = now_us();
+            double t1 = 1e6 * bench_now_s();
             tr->dequant_row(q, y, n);
-            double t2 = now_us();
+            double t2 = 1e6 * bench_now_s();
             tq[r] = (t1 - t0) / rows;
             td[r] = (t2 - t1) / rows;
         }
-        qsort(tq, REPS, sizeof tq[0], cmp_double);
-        qsort(td, REPS, sizeof td[0], cmp_double);
-        const double qmed = tq[REPS / 2], dmed = td[REPS / 2];
+        const double qmed = bench_median(tq, REPS), dmed = bench_median(td, REPS); /* sorts */
         printf("%-8s %9.4f %12.1f %10.1f %10.1f %12.2f %10.0f\n", tr->name, rms, qmed, tq[0],
                ROW / qmed, dmed, ROW / dmed);
         if (csv)
