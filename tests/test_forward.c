@@ -51,7 +51,7 @@ typedef struct loaded {
 
 /* The tiny preset in a type mix (random valid blocks: quick to make); noflip: every layer
  * hash-routed and an indexer top-k above any visible count, so nothing discrete can flip. */
-static int load_tiny(loaded *L, const char *quant, bool noflip, ds4_error *err)
+static int make_tiny(loaded *L, const char *quant, bool noflip, ds4_error *err)
 {
     model_mk_opts o;
     memset(L, 0, sizeof *L);
@@ -72,6 +72,17 @@ static int load_tiny(loaded *L, const char *quant, bool noflip, ds4_error *err)
         (rc = gguf_open_memory(&f, L->buf, size, err)) != 0)
         return rc;
     return model_load_file(&L->m, f, err);
+}
+
+/* make_tiny, a failure reported as a failed case of name (0, or nonzero: nothing to free). */
+static int load_tiny(loaded *L, const char *quant, bool noflip, const char *name)
+{
+    ds4_error err = {0};
+    if (make_tiny(L, quant, noflip, &err) == 0)
+        return 0;
+    t_check(false, "%s: make/load the model: %s", name, err.msg);
+    free(L->buf);
+    return -1;
 }
 
 static void unload(loaded *L)
@@ -151,6 +162,14 @@ static void gen_tokens(int32_t *tok, uint32_t V, uint64_t seed)
         tok[i] = (int32_t)(t_next(&r) % V);
 }
 
+/* The split of N_TOK tokens into calls of one token each (0-terminated). */
+static void split_ones(uint32_t ones[N_TOK + 1])
+{
+    for (int i = 0; i < N_TOK; i++)
+        ones[i] = 1;
+    ones[N_TOK] = 0;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -169,11 +188,8 @@ static void check_vs_ref(const char *quant, bool noflip, bool qat, bool median, 
         return;
     ds4_error err = {0};
     loaded L;
-    if (load_tiny(&L, quant, noflip, &err) != 0) {
-        t_check(false, "%s: make/load the model: %s", name, err.msg);
-        free(L.buf);
+    if (load_tiny(&L, quant, noflip, name))
         return;
-    }
     const model *m = L.m;
     const uint32_t V = m->hp.n_vocab;
     int32_t tok[N_TOK];
@@ -214,11 +230,8 @@ static void check_invariants(const char *quant, bool qat, uint64_t seed)
         return;
     ds4_error err = {0};
     loaded L;
-    if (load_tiny(&L, quant, false, &err) != 0) {
-        t_check(false, "%s: make/load the model: %s", name, err.msg);
-        free(L.buf);
+    if (load_tiny(&L, quant, false, name))
         return;
-    }
     const model *m = L.m;
     const uint32_t V = m->hp.n_vocab;
     const size_t nl = (size_t)N_TOK * V;
@@ -239,9 +252,7 @@ static void check_invariants(const char *quant, bool qat, uint64_t seed)
         s2 = NULL;
     }
     uint32_t ones[N_TOK + 1];
-    for (int i = 0; i < N_TOK; i++)
-        ones[i] = 1;
-    ones[N_TOK] = 0;
+    split_ones(ones);
     const uint32_t three[] = {SPLIT_A, SPLIT_B - SPLIT_A, N_TOK - SPLIT_B, 0};
     const uint32_t *splits[] = {ones, three};
     const char *what[] = {"decode (1 token per call)", "prefill in calls 37+64+39"};
@@ -278,11 +289,8 @@ static void check_moe_paths(const char *quant, uint64_t seed)
         return;
     ds4_error err = {0};
     loaded L;
-    if (load_tiny(&L, quant, false, &err) != 0) {
-        t_check(false, "%s: make/load the model: %s", name, err.msg);
-        free(L.buf);
+    if (load_tiny(&L, quant, false, name))
         return;
-    }
     const model *m = L.m;
     const uint32_t V = m->hp.n_vocab;
     const size_t nl = (size_t)N_TOK * V;
@@ -294,9 +302,7 @@ static void check_moe_paths(const char *quant, uint64_t seed)
     for (uint32_t done = 0; done < N_TOK; done += 4)
         fours[nf++] = N_TOK - done < 4 ? N_TOK - done : 4;
     fours[nf] = 0;
-    for (int i = 0; i < N_TOK; i++)
-        ones[i] = 1;
-    ones[N_TOK] = 0;
+    split_ones(ones);
     const uint32_t whole[] = {N_TOK, 0};
     const uint32_t *splits[] = {whole, ones, fours};
     const char *what[] = {"one prefill call", "decode 1 token per call", "calls of 4 tokens"};
@@ -328,11 +334,8 @@ static void check_errors(void)
         return;
     ds4_error err = {0};
     loaded L;
-    if (load_tiny(&L, "f16", false, &err) != 0) {
-        t_check(false, "errors: model: %s", err.msg);
-        free(L.buf);
+    if (load_tiny(&L, "f16", false, "errors"))
         return;
-    }
     const model *m = L.m;
     model_state *s = NULL;
     int32_t tok[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
