@@ -209,18 +209,31 @@ static int rd_array(rd *r, gguf_kv *kv, const char *key)
     return 0;
 }
 
+/* Reads the name of entry i (what: "key of pair", "name of tensor"): *stored gets the arena
+ * copy (NULL in the measuring pass), *shown a printable form of it in buf for messages. */
+static int rd_name(rd *r, const char *what, uint64_t i, const char **stored, char *buf,
+                   size_t cap, const char **shown)
+{
+    char w[64];
+    gguf_str raw, st = {0};
+    snprintf(w, sizeof w, "%s %" PRIu64, what, i);
+    int rc = rd_str(r, &raw, &st, true, w);
+    if (rc)
+        return rc;
+    *stored = st.s;
+    *shown = show(buf, cap, raw.s, raw.len);
+    return 0;
+}
+
 /* Reads one pair into kv (a scratch struct in the measuring pass). */
 static int rd_kv(rd *r, gguf_kv *kv, uint64_t i)
 {
-    char what[64], kbuf[80];
-    gguf_str raw, stored = {0};
+    char kbuf[80];
+    const char *key;
     kv->offset = r->off;
-    snprintf(what, sizeof what, "key of pair %" PRIu64, i);
-    int rc = rd_str(r, &raw, &stored, true, what);
+    int rc = rd_name(r, "key of pair", i, &kv->key, kbuf, sizeof kbuf, &key);
     if (rc)
         return rc;
-    kv->key = stored.s;
-    const char *key = show(kbuf, sizeof kbuf, raw.s, raw.len);
     uint64_t at = r->off;
     uint32_t type;
     if ((rc = rd_u32(r, &type, "value type")))
@@ -230,8 +243,10 @@ static int rd_kv(rd *r, gguf_kv *kv, uint64_t i)
     kv->type = (gguf_type)type;
     if (type == GGUF_TYPE_ARR)
         return rd_array(r, kv, key);
-    if (type == GGUF_TYPE_STR)
+    if (type == GGUF_TYPE_STR) {
+        gguf_str raw;
         return rd_str(r, &raw, &kv->v.str, false, "string value");
+    }
     size_t sz = gguf_type_size(kv->type);
     if ((rc = need(r, sz, "value")))
         return rc;
@@ -253,15 +268,12 @@ static int rd_kv(rd *r, gguf_kv *kv, uint64_t i)
 /* Reads one directory entry into t and derives n_elems and nbytes. */
 static int rd_tensor(rd *r, gguf_tensor *t, uint64_t i)
 {
-    char what[64], nbuf[80];
-    gguf_str raw, stored = {0};
+    char nbuf[80];
+    const char *name;
     t->info_offset = r->off;
-    snprintf(what, sizeof what, "name of tensor %" PRIu64, i);
-    int rc = rd_str(r, &raw, &stored, true, what);
+    int rc = rd_name(r, "name of tensor", i, &t->name, nbuf, sizeof nbuf, &name);
     if (rc)
         return rc;
-    t->name = stored.s;
-    const char *name = show(nbuf, sizeof nbuf, raw.s, raw.len);
     uint64_t at = r->off;
     if ((rc = rd_u32(r, &t->n_dims, "n_dims")))
         return rc;
