@@ -82,8 +82,11 @@ $(BUILD)/fuzz/%_replay: fuzz/%_fuzz.c fuzz/replay_main.c $(LIB) $(HEADERS)
 
 # ---- CUDA backend (make cuda; never part of all/test) --------------------------------------
 # The .cu files of src/backend/cuda/ into build/cuda/libds4_cuda.a for sm_80, sm_89 and sm_90a
-# (wgmma-capable), the GPU test tests/cuda/test_cuda_moe and bench/cuda_moe_bench. The test
-# skips without a device; tools/validate_cuda.sh checks the same files offline (CI).
+# (wgmma-capable), the GPU tests tests/cuda/test_cuda_moe and test_cuda_forward,
+# bench/cuda_moe_bench, and the tools with the CUDA backend: build/cuda/bin/ds4 and
+# build/cuda/bin/ds4-logits (--backend cuda). Those link build/cuda/libds4_host.a, the engine
+# library without src/backend/cuda_stub.c, with libds4_cuda.a. The tests skip without a
+# device; tools/validate_cuda.sh checks the same .cu files offline (CI).
 NVCC          ?= nvcc
 CUDA_HOME     ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 CUDA_BUILD    := $(BUILD)/cuda
@@ -97,8 +100,11 @@ CUDA_LIB      := $(CUDA_BUILD)/libds4_cuda.a
 CUDA_HEADERS  := $(wildcard src/backend/cuda/*.cuh src/backend/cuda/*.h)
 CUDA_CPPFLAGS := -I$(CUDA_HOME)/include
 CUDA_LDLIBS   := -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++ -ldl -lrt -lpthread
+CUDA_HOST_LIB := $(CUDA_BUILD)/libds4_host.a
+CUDA_TOOLS    := $(CUDA_BUILD)/bin/ds4 $(CUDA_BUILD)/bin/ds4-logits
 
-cuda: $(CUDA_LIB) $(CUDA_BUILD)/tests/test_cuda_moe $(CUDA_BUILD)/bench/cuda_moe_bench
+cuda: $(CUDA_LIB) $(CUDA_BUILD)/tests/test_cuda_moe $(CUDA_BUILD)/bench/cuda_moe_bench \
+      $(CUDA_TOOLS) $(CUDA_BUILD)/tests/test_cuda_forward
 
 $(CUDA_BUILD)/obj/%.o: %.cu $(CUDA_HEADERS) src/quant/blocks.h
 	@mkdir -p $(dir $@)
@@ -107,6 +113,24 @@ $(CUDA_BUILD)/obj/%.o: %.cu $(CUDA_HEADERS) src/quant/blocks.h
 $(CUDA_LIB): $(CUDA_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
+
+$(CUDA_HOST_LIB): $(filter-out $(BUILD)/obj/src/backend/cuda_stub.o,$(LIB_OBJS))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# Programs on the backend interface: the engine and the CUDA library resolve each other.
+CUDA_LINK = -Wl,--start-group $(CUDA_HOST_LIB) $(CUDA_LIB) -Wl,--end-group $(CUDA_LDLIBS) $(LDLIBS)
+
+$(CUDA_BUILD)/bin/%: tools/%.c $(CUDA_LIB) $(CUDA_HOST_LIB) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLFLAGS) $< $(CUDA_LINK) -o $@
+
+$(CUDA_BUILD)/bin/ds4: CPPFLAGS += $(EDIT_CFLAGS)
+$(CUDA_BUILD)/bin/ds4: LDLIBS += $(EDIT_LIBS)
+
+$(CUDA_BUILD)/tests/test_cuda_forward: tests/cuda/test_cuda_forward.c $(CUDA_LIB) $(CUDA_HOST_LIB) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CUDA_CPPFLAGS) -Itests $(ALLFLAGS) $< $(CUDA_LINK) -o $@
 
 $(CUDA_BUILD)/tests/%: tests/cuda/%.c $(CUDA_LIB) $(LIB) $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -16,6 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #include "ds4.h"
 #include "kernels/cpu/threadpool.h"
 #include "quant/quant.h"
@@ -122,5 +126,9 @@ static inline void backend_free(ds4_backend *b)
     if (b)
         b->free(b);
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -84,8 +84,7 @@ static int device_number(int gpu, int *out, ds4_error *err)
 }
 
 /* Chooses the layers (on[il]) and uploads them. */
-static int place(model_offload *off, const model *m, const model_offload_opts *o, bool *on,
-                 ds4_error *err)
+static int place(model_offload *off, const model *m, int n_cpu_moe, bool *on, ds4_error *err)
 {
     ds4_backend *be = off->be;
     const uint32_t n = m->hp.n_layer;
@@ -93,9 +92,9 @@ static int place(model_offload *off, const model *m, const model_offload_opts *o
     if (rc)
         return rc;
     off->reserve = be->host ? 0 : model_offload_reserve(off->total_bytes);
-    const uint32_t first = o->n_cpu_moe < 0 ? 0 : (uint32_t)o->n_cpu_moe;
+    const uint32_t first = n_cpu_moe < 0 ? 0 : (uint32_t)n_cpu_moe;
     uint64_t need = 0;
-    if (o->n_cpu_moe >= 0 || be->host) {
+    if (n_cpu_moe >= 0 || be->host) {
         for (uint32_t il = first; il < n; il++)
             if ((on[il] = layer_supported(be, m, il))) {
                 const backend_moe_layer hl = host_layer(m, il);
@@ -106,7 +105,7 @@ static int place(model_offload *off, const model *m, const model_offload_opts *o
             ranges(r, sizeof r, on, n, true);
             return ds4_error_set(err, DS4_E_NOMEM, "the experts of layers %s need %.2f GiB but "
                                  "%s has %.2f GiB free: raise --n-cpu-moe (now %d)", r,
-                                 need / GIB, be->desc, off->free_bytes / GIB, o->n_cpu_moe);
+                                 need / GIB, be->desc, off->free_bytes / GIB, n_cpu_moe);
         }
     } else {
         const uint64_t budget =
@@ -134,30 +133,25 @@ static int place(model_offload *off, const model *m, const model_offload_opts *o
     return 0;
 }
 
-int model_offload_new(model_offload **out, const model *m, const model_offload_opts *o,
-                      ds4_error *err)
+int model_offload_new_on(model_offload **out, ds4_backend *be, const model *m, int n_cpu_moe,
+                         ds4_error *err)
 {
     *out = NULL;
     const uint32_t n = m->hp.n_layer;
-    const char *name = o->backend ? o->backend : "cpu";
-    int dev = 0, rc;
-    if (strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0)
-        return ds4_error_set(err, DS4_E_ARG, "unknown backend '%s' (cpu, cuda)", name);
-    if (!strcmp(name, "cuda") && (rc = device_number(o->gpu, &dev, err)) != 0)
-        return rc;
     model_offload *off = calloc(1, sizeof *off);
     bool *on = calloc(n ? n : 1, sizeof *on);
     if (off == NULL || on == NULL || (off->w = calloc(n ? n : 1, sizeof *off->w)) == NULL) {
         free(on);
-        model_offload_free(off);
+        if (off)
+            free(off->w);
+        free(off);
+        backend_free(be);
         return ds4_error_set(err, DS4_E_NOMEM, "offload: out of memory");
     }
+    off->be = be;
     off->m = m;
     off->n_layer = n;
-    rc = !strcmp(name, "cpu") ? backend_cpu_new(&off->be, err)
-                              : backend_cuda_new(&off->be, dev, err);
-    if (rc == 0)
-        rc = place(off, m, o, on, err);
+    int rc = place(off, m, n_cpu_moe, on, err);
     if (rc) {
         free(on);
         model_offload_free(off);
@@ -166,16 +160,32 @@ int model_offload_new(model_offload **out, const model *m, const model_offload_o
     char a[128], b[128];
     ranges(a, sizeof a, on, n, true);
     ranges(b, sizeof b, on, n, false);
-    if (off->be->host)
-        snprintf(off->desc, sizeof off->desc, "experts of layers %s on the %s backend, %s on "
-                 "the CPU forward's own products", a, off->be->desc, b);
+    if (be->host)
+        snprintf(off->desc, sizeof off->desc, "experts of layers %s on the %s backend (%s), %s "
+                 "on the CPU forward's own products", a, be->name, be->desc, b);
     else
         snprintf(off->desc, sizeof off->desc, "experts of layers %s on %s using %.2f GiB "
-                 "(%.2f GiB free, reserve %.2f GiB), %s on CPU", a, off->be->desc,
+                 "(%.2f GiB free, reserve %.2f GiB), %s on CPU", a, be->desc,
                  off->bytes / GIB, off->free_bytes / GIB, off->reserve / GIB, b);
     free(on);
     *out = off;
     return 0;
+}
+
+int model_offload_new(model_offload **out, const model *m, const model_offload_opts *o,
+                      ds4_error *err)
+{
+    *out = NULL;
+    const char *name = o->backend ? o->backend : "cpu";
+    ds4_backend *be = NULL;
+    int dev = 0, rc;
+    if (!strcmp(name, "cpu"))
+        rc = backend_cpu_new(&be, err);
+    else if (!strcmp(name, "cuda"))
+        rc = (rc = device_number(o->gpu, &dev, err)) != 0 ? rc : backend_cuda_new(&be, dev, err);
+    else
+        rc = ds4_error_set(err, DS4_E_ARG, "unknown backend '%s' (cpu, cuda)", name);
+    return rc ? rc : model_offload_new_on(out, be, m, o->n_cpu_moe, err);
 }
 
 void model_offload_free(model_offload *off)

@@ -44,6 +44,11 @@ uint64_t model_offload_reserve(uint64_t total_bytes);
 int model_offload_new(model_offload **out, const model *m, const model_offload_opts *o,
                       ds4_error *err);
 
+/* The same on a backend the caller made (taken over, freed on failure too): experts of
+ * layers 0..n_cpu_moe-1 stay on the CPU (-1: by free memory, all for a host backend). */
+int model_offload_new_on(model_offload **out, ds4_backend *be, const model *m, int n_cpu_moe,
+                         ds4_error *err);
+
 /* Releases the uploaded experts and the backend; NULL is a no-op. */
 void model_offload_free(model_offload *off);
 
