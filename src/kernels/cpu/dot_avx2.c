@@ -174,18 +174,7 @@ static inline __m256i iq2_xxs_block(const quant_block_iq2_xxs *bw, const int8_t 
     /* dwords 1,3,5,7 of each half are the sign words: order them as sub-blocks 0..7 */
     __m256i sw = _mm256_castps_si256(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
     sw = _mm256_permute4x64_epi64(sw, _MM_SHUFFLE(3, 1, 2, 0));
-    /* field g (bits 7g..7g+6) moves to byte g: shift left by g, keep 7 bits of byte g */
-    __m256i g = _mm256_or_si256(
-        _mm256_or_si256(_mm256_and_si256(sw, _mm256_set1_epi32(0x0000007f)),
-                        _mm256_and_si256(_mm256_slli_epi32(sw, 1), _mm256_set1_epi32(0x00007f00))),
-        _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(sw, 2), _mm256_set1_epi32(0x007f0000)),
-                        _mm256_and_si256(_mm256_slli_epi32(sw, 3), _mm256_set1_epi32(0x7f000000))));
-    /* parity of each byte folds into its bit 0 (bit 7 is clear, so no byte leaks into another's
-     * bit 0) */
-    __m256i par = _mm256_xor_si256(g, _mm256_srli_epi32(g, 4));
-    par = _mm256_xor_si256(par, _mm256_srli_epi32(par, 2));
-    par = _mm256_xor_si256(par, _mm256_srli_epi32(par, 1));
-    __m256i signs = _mm256_or_si256(g, _mm256_slli_epi32(_mm256_and_si256(par, k->one8), 7));
+    __m256i signs = iq2_xxs_signs(sw);
     /* scales 2s+1 as an int16 pair in each dword */
     __m256i ls = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(sw, 28), 1),
                                  _mm256_set1_epi32(1));

@@ -163,17 +163,7 @@ static inline __m512i iq2_xxs_block(const quant_block_iq2_xxs *bw, const int8_t 
     __m256i sw = _mm512_castsi512_si256(raw);
     __m256i ix = _mm512_extracti64x4_epi64(raw, 1);
 
-    /* field g (bits 7g..7g+6) to byte g, then the parity of each byte into its bit 7 */
-    __m256i g = _mm256_or_si256(
-        _mm256_or_si256(_mm256_and_si256(sw, _mm256_set1_epi32(0x0000007f)),
-                        _mm256_and_si256(_mm256_slli_epi32(sw, 1), _mm256_set1_epi32(0x00007f00))),
-        _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(sw, 2), _mm256_set1_epi32(0x007f0000)),
-                        _mm256_and_si256(_mm256_slli_epi32(sw, 3), _mm256_set1_epi32(0x7f000000))));
-    __m256i par = _mm256_xor_si256(g, _mm256_srli_epi32(g, 4));
-    par = _mm256_xor_si256(par, _mm256_srli_epi32(par, 2));
-    par = _mm256_xor_si256(par, _mm256_srli_epi32(par, 1));
-    __m256i signs = _mm256_or_si256(
-        g, _mm256_slli_epi32(_mm256_and_si256(par, _mm256_set1_epi8(1)), 7));
+    __m256i signs = iq2_xxs_signs(sw);
     /* the masks go through memory: kmovq from memory is a load, while moving them out of a
      * vector register costs shuffle-port uops (measured 5% on the whole kernel) */
     __mmask64 sbits[4];

@@ -1,8 +1,8 @@
 /* simd_x86.h — private to the x86 kernel files (dot_avx2.c, dot_avx512.c, dot4_avx512.c,
  * moe_*_avx512.c): the helpers every variant uses the same way, written with AVX2/F16C
  * instructions only so that each ISA's file can include them: one f16 scale as f32, the
- * software prefetch of the weight stream, the horizontal sum of 8 floats, and the unpacking
- * of the Q4_K six-bit scales and mins. AVX-512-only helpers are in simd_avx512.h. Include
+ * software prefetch of the weight stream, the horizontal sum of 8 floats, the unpacking
+ * of the Q4_K six-bit scales and mins, and the expansion of the IQ2_XXS sign words. AVX-512-only helpers are in simd_avx512.h. Include
  * after the file's target flags (or pragma). Owns no kernel. */
 #ifndef DS4_KERNELS_CPU_SIMD_X86_H
 #define DS4_KERNELS_CPU_SIMD_X86_H
@@ -50,6 +50,23 @@ static inline __m128i q4_k_scales_mins(const uint8_t *scales)
     __m128i hi = _mm_or_si128(_mm_and_si128(c, _mm_set1_epi8(0x0f)),
                               _mm_and_si128(_mm_srli_epi32(v, 2), _mm_set1_epi8(0x30)));
     return _mm_unpacklo_epi32(lo, hi); /* sc 0-3, sc 4-7, m 0-3, m 4-7 */
+}
+
+/* The 8 IQ2_XXS sign words of a block (one per sub-block, in dword lanes) expanded to 32
+ * sign bits each: field g (bits 7g..7g+6) moves to byte g (shift left by g, keep 7 bits),
+ * then each byte gets the parity of its 7 bits as bit 7 (the ksigns_iq2xs rule; bit 7 is
+ * clear, so no byte leaks into another's bit 0 while folding). */
+static inline __m256i iq2_xxs_signs(__m256i sw)
+{
+    __m256i g = _mm256_or_si256(
+        _mm256_or_si256(_mm256_and_si256(sw, _mm256_set1_epi32(0x0000007f)),
+                        _mm256_and_si256(_mm256_slli_epi32(sw, 1), _mm256_set1_epi32(0x00007f00))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(sw, 2), _mm256_set1_epi32(0x007f0000)),
+                        _mm256_and_si256(_mm256_slli_epi32(sw, 3), _mm256_set1_epi32(0x7f000000))));
+    __m256i par = _mm256_xor_si256(g, _mm256_srli_epi32(g, 4));
+    par = _mm256_xor_si256(par, _mm256_srli_epi32(par, 2));
+    par = _mm256_xor_si256(par, _mm256_srli_epi32(par, 1));
+    return _mm256_or_si256(g, _mm256_slli_epi32(_mm256_and_si256(par, _mm256_set1_epi8(1)), 7));
 }
 
 #endif
