@@ -229,15 +229,16 @@ int gguf_writer_add_arr(gguf_writer *w, const char *key, gguf_type t, const void
     return rc ? rc : put(w, data, (size_t)bytes);
 }
 
-int gguf_writer_add_arr_strn(gguf_writer *w, const char *key, const gguf_str *strs,
-                             uint64_t count)
+/* A string array given either with lengths (strs) or NUL-terminated (cstrs, strs NULL). */
+static int add_arr_str(gguf_writer *w, const char *key, const gguf_str *strs,
+                       const char *const *cstrs, uint64_t count)
 {
     if (!w)
         return DS4_E_ARG;
-    if (!strs && count)
+    if (!strs && !cstrs && count)
         return wfail(w, DS4_E_ARG, "key '%s': NULL string array", key ? key : "");
     for (uint64_t j = 0; j < count; j++)
-        if (!strs[j].s && strs[j].len)
+        if (strs ? !strs[j].s && strs[j].len : !cstrs[j])
             return wfail(w, DS4_E_ARG, "key '%s': NULL string %" PRIu64, key ? key : "", j);
     int rc = begin_kv(w, key, GGUF_TYPE_ARR);
     if (!rc)
@@ -245,28 +246,20 @@ int gguf_writer_add_arr_strn(gguf_writer *w, const char *key, const gguf_str *st
     if (!rc)
         rc = put_u64(w, count);
     for (uint64_t j = 0; j < count && !rc; j++)
-        rc = put_str(w, strs[j].s, strs[j].len);
+        rc = strs ? put_str(w, strs[j].s, strs[j].len) : put_str(w, cstrs[j], strlen(cstrs[j]));
     return rc;
+}
+
+int gguf_writer_add_arr_strn(gguf_writer *w, const char *key, const gguf_str *strs,
+                             uint64_t count)
+{
+    return add_arr_str(w, key, strs, NULL, count);
 }
 
 int gguf_writer_add_arr_str(gguf_writer *w, const char *key, const char *const *strs,
                             uint64_t count)
 {
-    if (!w)
-        return DS4_E_ARG;
-    if (!strs && count)
-        return wfail(w, DS4_E_ARG, "key '%s': NULL string array", key ? key : "");
-    for (uint64_t j = 0; j < count; j++)
-        if (!strs[j])
-            return wfail(w, DS4_E_ARG, "key '%s': NULL string %" PRIu64, key ? key : "", j);
-    int rc = begin_kv(w, key, GGUF_TYPE_ARR);
-    if (!rc)
-        rc = put_u32(w, GGUF_TYPE_STR);
-    if (!rc)
-        rc = put_u64(w, count);
-    for (uint64_t j = 0; j < count && !rc; j++)
-        rc = put_str(w, strs[j], strlen(strs[j]));
-    return rc;
+    return add_arr_str(w, key, NULL, strs, count);
 }
 
 int gguf_writer_add_kv(gguf_writer *w, const gguf_kv *kv)
