@@ -12,6 +12,16 @@
 
 static int t_passed, t_failed, t_skipped;
 
+/* Counts a reported case as passed or failed; returns ok. */
+static inline bool t_tally(bool ok)
+{
+    if (ok)
+        t_passed++;
+    else
+        t_failed++;
+    return ok;
+}
+
 /* Reports one case with its measured error and tolerance; returns ok. */
 __attribute__((format(printf, 4, 5), unused))
 static bool t_case(bool ok, double measured, double tol, const char *fmt, ...)
@@ -22,11 +32,7 @@ static bool t_case(bool ok, double measured, double tol, const char *fmt, ...)
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     printf("%-4s  %-56s  %.3g  %.3g\n", ok ? "ok" : "FAIL", name, measured, tol);
-    if (ok)
-        t_passed++;
-    else
-        t_failed++;
-    return ok;
+    return t_tally(ok);
 }
 
 /* Reports a pass/fail case with no numeric measure. */
@@ -39,11 +45,7 @@ static bool t_check(bool ok, const char *fmt, ...)
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     printf("%-4s  %s\n", ok ? "ok" : "FAIL", name);
-    if (ok)
-        t_passed++;
-    else
-        t_failed++;
-    return ok;
+    return t_tally(ok);
 }
 
 /* Reports a skipped case; why must say what is missing. */
