@@ -126,7 +126,10 @@ static int upload_tensor(cuda_state *st, const backend_moe_tensor *t, int n_expe
 {
     const size_t rb = quant_row_bytes(t->type, t->n_in), pr = padded_row(t);
     const size_t rows = (size_t)t->n_out;
-    if (t->expert_bytes == t->row_bytes * rows) { /* every row the same stride apart */
+    if (t->expert_bytes == t->row_bytes * rows && pr == t->row_bytes) { /* as stored */
+        CK(cudaMemcpy(dst, t->data, pr * rows * (size_t)n_expert, cudaMemcpyHostToDevice),
+           "upload experts");
+    } else if (t->expert_bytes == t->row_bytes * rows) { /* rows one stride apart, padded */
         CK(cudaMemcpy2D(dst, pr, t->data, t->row_bytes, rb, rows * (size_t)n_expert,
                         cudaMemcpyHostToDevice), "upload experts");
     } else {
@@ -244,6 +247,42 @@ static int c_sync(ds4_backend *b, ds4_error *err)
     return 0;
 }
 
+/* The copies in, the MoE, the copy out, on the stream (inputs already in pinned staging). */
+static int enqueue(cuda_state *st, const backend_moe_args *a, int64_t d, size_t rows,
+                   size_t pairs, ds4_error *err)
+{
+    cudaStream_t s = st->stream;
+    CK(cudaMemcpyAsync(st->h_dev, st->h_pin, rows * sizeof(float), cudaMemcpyHostToDevice, s),
+       "copy h");
+    CK(cudaMemcpyAsync(st->ids_dev, st->ids_pin, pairs * sizeof(int32_t), cudaMemcpyHostToDevice,
+                       s), "copy ids");
+    CK(cudaMemcpyAsync(st->w_dev, st->w_pin, pairs * sizeof(float), cudaMemcpyHostToDevice, s),
+       "copy weights");
+    if (a->accumulate) {
+        CK(cudaMemcpyAsync(st->y_dev, st->y_pin, rows * sizeof(float), cudaMemcpyHostToDevice,
+                           s), "copy y");
+    }
+    cuda_moe_args ca;
+    ca.layer = &a->w->layer;
+    ca.n_tok = a->n_tok;
+    ca.n_used = a->n_used;
+    ca.ids = st->ids_dev;
+    ca.weights = st->w_dev;
+    ca.h = st->h_dev;
+    ca.ldh = d;
+    ca.y = st->y_dev;
+    ca.ldy = d;
+    ca.accumulate = a->accumulate;
+    ca.path = CUDA_MOE_AUTO;
+    ca.layer_index = a->layer_index;
+    int rc = cuda_moe_run(st->moe, &ca, err);
+    if (rc)
+        return rc;
+    CK(cudaMemcpyAsync(st->y_pin, st->y_dev, rows * sizeof(float), cudaMemcpyDeviceToHost, s),
+       "copy y back");
+    return 0;
+}
+
 static int c_moe_run(ds4_backend *b, const backend_moe_args *a, ds4_error *err)
 {
     cuda_state *st = (cuda_state *)b->ctx;
@@ -264,38 +303,12 @@ static int c_moe_run(ds4_backend *b, const backend_moe_args *a, ds4_error *err)
         memcpy(st->h_pin + (int64_t)t * d, a->h + (int64_t)t * a->ldh, rb);
     memcpy(st->ids_pin, a->ids, pairs * sizeof(int32_t));
     memcpy(st->w_pin, a->weights, pairs * sizeof(float));
-    cudaStream_t s = st->stream;
-    CK(cudaMemcpyAsync(st->h_dev, st->h_pin, rows * sizeof(float), cudaMemcpyHostToDevice, s),
-       "copy h");
-    CK(cudaMemcpyAsync(st->ids_dev, st->ids_pin, pairs * sizeof(int32_t), cudaMemcpyHostToDevice,
-                       s), "copy ids");
-    CK(cudaMemcpyAsync(st->w_dev, st->w_pin, pairs * sizeof(float), cudaMemcpyHostToDevice, s),
-       "copy weights");
-    if (a->accumulate) {
-        for (int t = 0; t < a->n_tok; t++)
-            memcpy(st->y_pin + (int64_t)t * d, a->y + (int64_t)t * a->ldy, rb);
-        CK(cudaMemcpyAsync(st->y_dev, st->y_pin, rows * sizeof(float), cudaMemcpyHostToDevice,
-                           s), "copy y");
-    }
-    cuda_moe_args ca;
-    ca.layer = &a->w->layer;
-    ca.n_tok = a->n_tok;
-    ca.n_used = a->n_used;
-    ca.ids = st->ids_dev;
-    ca.weights = st->w_dev;
-    ca.h = st->h_dev;
-    ca.ldh = d;
-    ca.y = st->y_dev;
-    ca.ldy = d;
-    ca.accumulate = a->accumulate;
-    ca.path = CUDA_MOE_AUTO;
-    ca.layer_index = a->layer_index;
-    if ((rc = cuda_moe_run(st->moe, &ca, err)) != 0) {
-        cudaStreamSynchronize(s); /* the copies above read the staging */
+    for (int t = 0; a->accumulate && t < a->n_tok; t++)
+        memcpy(st->y_pin + (int64_t)t * d, a->y + (int64_t)t * a->ldy, rb);
+    if ((rc = enqueue(st, a, d, rows, pairs, err)) != 0) {
+        cudaStreamSynchronize(st->stream); /* nothing may still read the staging */
         return rc;
     }
-    CK(cudaMemcpyAsync(st->y_pin, st->y_dev, rows * sizeof(float), cudaMemcpyDeviceToHost, s),
-       "copy y back");
     st->pending = true;
     st->y = a->y;
     st->ldy = a->ldy;
