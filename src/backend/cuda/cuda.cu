@@ -1,6 +1,6 @@
 /* cuda.cu — the CUDA backend (backend.h) on one device: creation (device chosen by the
  * caller, never assumed), device memory for the routed experts of the layers placed on it
- * (rows padded to 4 bytes, as the kernels read words), and BACKEND_OP_MOE: the chunk's h rows,
+ * (row pitch padded to 16 bytes), and BACKEND_OP_MOE: the chunk's h rows,
  * ids and route weights packed into pinned staging, copied on the MoE context's stream,
  * cuda_moe_run (cuda_moe.h), y copied back; sync waits, checks the ids (cuda_moe_sync) and
  * writes y into the caller's rows. No kernels here (style.md §7): they are cuda_moe.h's.
@@ -78,7 +78,14 @@ static bool c_supports(const ds4_backend *b, backend_op op, ds4_type type)
 
 /* ======== expert weights ================================================================= */
 
-static size_t padded_row(const backend_moe_tensor *t) { return (t->row_bytes + 3) / 4 * 4; }
+/* Row pitch on the device: the kernels need a multiple of 4 bytes (cuda_moe.h); 16 keeps every
+ * row start aligned for vector loads too. The published shapes are already multiples of 16
+ * (IQ2_XXS 4096: 1056 bytes), so only small test models get padding. */
+static size_t padded_row(const backend_moe_tensor *t)
+{
+    const size_t rb = quant_row_bytes(t->type, t->n_in);
+    return (rb + 15) / 16 * 16;
+}
 
 static uint64_t al256(uint64_t n) { return (n + 255) / 256 * 256; }
 
@@ -120,7 +127,7 @@ static int check_layer(const cuda_state *st, const backend_moe_layer *w, ds4_err
     return 0;
 }
 
-/* Copies one host tensor to dst with rows padded to 4 bytes. */
+/* Copies one host tensor to dst with row pitch padded to 16 bytes. */
 static int upload_tensor(cuda_state *st, const backend_moe_tensor *t, int n_expert, char *dst,
                          cuda_moe_tensor *out, ds4_error *err)
 {
