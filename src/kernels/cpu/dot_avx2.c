@@ -12,14 +12,6 @@
 
 /* ======== helpers ===================================================================== */
 
-/* accq += d_x d_w isum and accm += d_x dmin msum: the float part of one K-quant block. */
-static inline void k_acc(__m256 *accq, __m256 *accm, __m256i isum, __m256i msum, float dx,
-                         quant_f16 d, quant_f16 dmin)
-{
-    *accq = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16(d)), _mm256_cvtepi32_ps(isum), *accq);
-    *accm = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16(dmin)), _mm256_cvtepi32_ps(msum), *accm);
-}
-
 /* 32 bytes at a pair of 16-bit lanes (b, 0): a shuffle control that broadcasts byte b of each
  * 128-bit lane as an int16 into every 16-bit lane (the zero byte comes from the 0x80 index). */
 static inline __m256i bcast16_ctl(int lo_byte, int hi_byte)
@@ -98,7 +90,10 @@ float cpu_dot_q2_k_q8_k_avx2(int64_t n, const void *w, const void *x)
                 isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s));
             }
         }
-        k_acc(&accq, &accm, isum, msum, bx[b].d, bw[b].d, bw[b].dmin);
+        accq = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].d)), _mm256_cvtepi32_ps(isum),
+                               accq);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].dmin)),
+                               _mm256_cvtepi32_ps(msum), accm);
     }
     return hsum_ps(_mm256_sub_ps(accq, accm));
 }
@@ -138,7 +133,10 @@ float cpu_dot_q4_k_q8_k_avx2(int64_t n, const void *w, const void *x)
             phi = _mm256_madd_epi16(phi, _mm256_shuffle_epi8(sc, ctl[2 * c + 1]));
             isum = _mm256_add_epi32(isum, _mm256_add_epi32(plo, phi));
         }
-        k_acc(&accq, &accm, isum, msum, bx[b].d, bw[b].d, bw[b].dmin);
+        accq = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].d)), _mm256_cvtepi32_ps(isum),
+                               accq);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(bx[b].d * f16(bw[b].dmin)),
+                               _mm256_cvtepi32_ps(msum), accm);
     }
     return hsum_ps(_mm256_sub_ps(accq, accm));
 }
