@@ -97,7 +97,7 @@ CUDA_TUNE     ?=# -D overrides of src/backend/cuda/tuning.cuh (bench sweeps)
 CUDA_SRCS     := $(sort $(wildcard src/backend/cuda/*.cu))
 CUDA_OBJS     := $(CUDA_SRCS:%.cu=$(CUDA_BUILD)/obj/%.o)
 CUDA_LIB      := $(CUDA_BUILD)/libds4_cuda.a
-CUDA_HEADERS  := $(wildcard src/backend/cuda/*.cuh src/backend/cuda/*.h)
+CUDA_HEADERS  := $(wildcard src/backend/cuda/*.cuh src/backend/cuda/*.h) src/backend/backend.h
 CUDA_CPPFLAGS := -I$(CUDA_HOME)/include
 CUDA_LDLIBS   := -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++ -ldl -lrt -lpthread
 CUDA_HOST_LIB := $(CUDA_BUILD)/libds4_host.a
