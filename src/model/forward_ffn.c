@@ -131,7 +131,7 @@ static cpu_moe_tensor moe_tensor(const gguf_tensor *t)
     return (cpu_moe_tensor){ t->type, t->ne[0], t->ne[1], t->data, rb, rb * (size_t)t->ne[1] };
 }
 
-/* Step 7 of the shared expert: its down projection of MS into YS. */
+/* Steps 6-7 of the shared expert: its SwiGLU into MS, its down projection into YS. */
 static int shared_down(fwd *f, const model_layer *L)
 {
     const uint32_t T = f->T, d = f->hp->n_embd;
