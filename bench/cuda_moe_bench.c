@@ -9,7 +9,10 @@
  * weight bytes = distinct experts read per call, % of the device-to-device copy bandwidth
  * (auto: CUDA_MOE_AUTO, its ratio 'bN' to the faster of the two forced paths)
  * (read + write bytes) measured in the same run. Checks gemv == minigemm before timing.
- * Usage: cuda_moe_bench [--csv FILE] [--reps N]. Figures: docs/perf.md. */
+ * At batch 1 cold it also times the GEMV path three ways, interleaved (DS4_CUDA_MOE_FUSED):
+ * the fused one-launch kernel, the four-launch path it replaces, and the fused kernel's copies
+ * alone (no arithmetic: the data-movement floor of its pipeline; outputs unchecked).
+ * Usage: cuda_moe_bench [--csv FILE] [--reps N] [--max-batch N]. Figures: docs/perf.md. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -120,15 +123,91 @@ static double make_ids(int32_t *ids, int n, int regime)
     return distinct / R_CALLS;
 }
 
+/* The GEMV path at batch 1 with DS4_CUDA_MOE_FUSED = 1 (fused), 0 (four launches), 2 (the
+ * fused kernel's copies only), 3 (its launch only), 4 (not a cooperative launch), graphs of
+ * R_CALLS calls replayed interleaved. */
+static void fused_ab(cuda_moe_ctx *ctx, cudaStream_t st, const cuda_moe_layer *L, const int32_t *ids,
+                     const float *w, const float *h, float *y, int reps, double bytes, double bw,
+                     const char *mix, const char *regime, FILE *csv)
+{
+    enum { NV = 5 };
+    static const char *mode[NV] = {"1", "0", "2", "3", "4"};
+    static const char *name[NV] = {"fused", "4-launch", "copies", "launch", "noncoop"};
+    cudaGraphExec_t gx[NV];
+    ds4_error err;
+    for (int p = 0; p < NV; p++) {
+        setenv("DS4_CUDA_MOE_FUSED", mode[p], 1);
+        cuda_moe_args a = {L, 1, N_USED, ids, w, h, N_EMBD, y, N_EMBD, false, CUDA_MOE_GEMV, 0};
+        if (cuda_moe_run(ctx, &a, &err) || cuda_moe_sync(ctx, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            exit(1);
+        }
+        if (p != 1 && p != 3) { /* the stage profile, with the fused kernel's stamps */
+            setenv("DS4_MOE_STAGE_PROFILE", "1", 1);
+            setenv("DS4_CUDA_MOE_FUSED_TRACE", "1", 1);
+            for (int k = 0; k < 3; k++)
+                cuda_moe_run(ctx, &a, &err);
+            unsetenv("DS4_CUDA_MOE_FUSED_TRACE");
+            unsetenv("DS4_MOE_STAGE_PROFILE");
+        }
+        cudaGraph_t g;
+        CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        for (int c = 0; c < R_CALLS; c++) {
+            a.ids = ids + (size_t)c * N_USED;
+            if (cuda_moe_run(ctx, &a, &err)) {
+                fprintf(stderr, "%s\n", err.msg);
+                exit(1);
+            }
+        }
+        CU(cudaStreamEndCapture(st, &g));
+        CU(cudaGraphInstantiate(&gx[p], g, 0));
+        CU(cudaGraphDestroy(g));
+    }
+    unsetenv("DS4_CUDA_MOE_FUSED");
+    cudaEvent_t e0, e1;
+    CU(cudaEventCreate(&e0));
+    CU(cudaEventCreate(&e1));
+    double t[NV][64];
+    for (int r = -2; r < reps; r++)
+        for (int p = 0; p < NV; p++) {
+            CU(cudaEventRecord(e0, st));
+            CU(cudaGraphLaunch(gx[p], st));
+            CU(cudaEventRecord(e1, st));
+            CU(cudaEventSynchronize(e1));
+            float ms;
+            CU(cudaEventElapsedTime(&ms, e0, e1));
+            if (r >= 0 && r < 64)
+                t[p][r] = ms * 1e3 / R_CALLS;
+        }
+    if (cuda_moe_sync(ctx, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    const int nr = reps < 64 ? reps : 64;
+    for (int p = 0; p < NV; p++) {
+        const double med = bench_median(t[p], nr), gbs = bytes / (med * 1e-6) / 1e9;
+        printf("%-3s %-6s %5d %-9s %10.1f %10.1f %8.0f %6.1f%% %8s\n", mix, regime, 1, name[p], med,
+               t[p][0], gbs, 100.0 * gbs / bw, "gemv");
+        if (csv)
+            fprintf(csv, "%s,%s,1,gemv-%s,%.2f,%.2f,%.1f,%.2f,\n", mix, regime, name[p], med, t[p][0], gbs,
+                    100.0 * gbs / bw);
+        CU(cudaGraphExecDestroy(gx[p]));
+    }
+    CU(cudaEventDestroy(e0));
+    CU(cudaEventDestroy(e1));
+}
+
 int main(int argc, char **argv)
 {
     const char *csv_path = NULL;
-    int reps = 15;
+    int reps = 15, max_batch = MAX_TOK;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--csv") && i + 1 < argc)
             csv_path = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max-batch") && i + 1 < argc)
+            max_batch = atoi(argv[++i]);
     }
     if (cuda_device_count() == 0) {
         printf("cuda_moe_bench: no CUDA device\n");
@@ -191,6 +270,8 @@ int main(int argc, char **argv)
         const double expert_bytes = (double)(L.gate.expert_bytes + L.up.expert_bytes + L.down.expert_bytes);
         for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
             const int n = batches[bi];
+            if (n > max_batch)
+                break;
             for (int regime = WARM; regime <= INDEP; regime++) {
                 if (regime == INDEP && n == 1)
                     continue; /* the same as cold */
@@ -269,6 +350,22 @@ int main(int argc, char **argv)
                         fprintf(csv, "%s,%s,%d,%s,%.2f,%.2f,%.1f,%.2f,%s\n", mix, regime_name[regime],
                                 n, pname[p], med[p], t[p][0], gbs, 100.0 * gbs / bw, ratio);
                     CU(cudaGraphExecDestroy(gx[p]));
+                }
+                if (n == 1 && regime == COLD) {
+                    fused_ab(ctx, st, &L, ids, w, h, y, reps, distinct * expert_bytes, bw, mix, "cold", csv);
+                    /* the same with the experts drawn from 16 (their pages stay mapped in the
+                     * TLBs, their bytes do not fit L2): separates first-touch latency */
+                    static int32_t few[R_CALLS * N_USED];
+                    for (int i = 0; i < R_CALLS * N_USED; i++)
+                        few[i] = hid[i] % 16 * 16;
+                    for (int c = 0; c < R_CALLS; c++) /* keep the 6 distinct */
+                        for (int k = 0; k < N_USED; k++)
+                            for (int j = 0; j < k; j++)
+                                if (few[c * N_USED + k] == few[c * N_USED + j])
+                                    few[c * N_USED + k] = (few[c * N_USED + k] + 16) % 256, j = -1;
+                    CU(cudaMemcpy(ids, few, sizeof few, cudaMemcpyHostToDevice));
+                    CU(cudaDeviceSynchronize());
+                    fused_ab(ctx, st, &L, ids, w, h, y, reps, 6.0 * expert_bytes, bw, mix, "few16", csv);
                 }
             }
         }

@@ -23,24 +23,26 @@ echo "== tests"
 grep -v '^ok\|^ds4: CUDA MoE stage' "$OUT/test.log"
 echo "== compute-sanitizer"
 if command -v compute-sanitizer >/dev/null; then
-    for tool in memcheck racecheck; do
-        timeout 240 compute-sanitizer --tool $tool --error-exitcode 3 "$BIN/tests/test_cuda_moe" "n=5" \
-            >> "$OUT/sanitizer.log" 2>&1
-        echo "$tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+    # memcheck on the batch-1 cases (the fused kernel) and n=5; racecheck on n=5
+    for run in "memcheck gemv vs float64 n=1" "memcheck n=5" "racecheck n=5"; do
+        tool=${run%% *}
+        timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool --error-exitcode 3 "$BIN/tests/test_cuda_moe" \
+            "${run#* }" >> "$OUT/sanitizer.log" 2>&1
+        echo "$run rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1)"
     done
 fi
 echo "== bench"
-"$BIN/bench/cuda_moe_bench" --csv "$OUT/bench.csv" > "$OUT/bench.log" 2> "$OUT/profile.log" || rc=1
+"$BIN/bench/cuda_moe_bench" --csv "$OUT/bench.csv" ${BENCH_ARGS:-} > "$OUT/bench.log" 2> "$OUT/profile.log" || rc=1
 cat "$OUT/bench.log"
 # tuning variants (build-dev/v*/cuda, made with make cuda CUDA_TUNE=...): one table each
 for v in build-dev/v*/cuda; do
     [ -x "$v/bench/cuda_moe_bench" ] || continue
     n=$(basename "$(dirname "$v")")
     echo "== variant $n"
-    "$v/bench/cuda_moe_bench" --reps 9 > "$OUT/bench-$n.log" 2>/dev/null || rc=1
+    "$v/bench/cuda_moe_bench" --reps 9 --max-batch 1 > "$OUT/bench-$n.log" 2>/dev/null || rc=1
     grep -E '^# build|cold' "$OUT/bench-$n.log"
 done
-grep -E 'tokens=(1|8) ' "$OUT/profile.log" | sort -u | head -40
+grep -E 'tokens=(1|8) ' "$OUT/profile.log" | sed 's/layer=0 //' | sort -u | head -24
 echo "== summary"
 tail -n 1 "$OUT/test.log"
 grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log"

@@ -1,8 +1,10 @@
 /* cuda_moe.cu — the decode-MoE dispatcher behind cuda_moe.h: host-side checks, scratch
  * (Q8_K activations, mids, tiles) grown on demand, the path choice (env, then tuning.cuh),
  * the launch sequence per path (quantize h; gate/up+SwiGLU; quantize mid; down+sum; the
- * mini-GEMM path adds the grouping kernel first), the CUDA-event stage profile, and the
- * random block filler for benchmarks. Holds no MoE kernels (moe_gemv.cu, moe_minigemm.cu). */
+ * mini-GEMM path adds the grouping kernel first; the GEMV path at batch 1 on sm_90 is one fused
+ * launch instead, moe_fused.cu, unless DS4_CUDA_MOE_FUSED=0), the CUDA-event stage profile,
+ * and the random block filler for benchmarks. Holds no MoE kernels (moe_gemv.cu,
+ * moe_minigemm.cu, moe_fused.cu). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@ extern "C" {
 #include "backend/cuda/cuda_moe.h"
 }
 #include "backend/cuda/act_quant.cuh"
+#include "backend/cuda/moe_fused.cuh"
 #include "backend/cuda/moe_gemv.cuh"
 #include "backend/cuda/moe_minigemm.cuh"
 
@@ -28,6 +31,13 @@ struct cuda_moe_ctx {
     void *scratch;   /* xq | mid f32 | midq | tiles */
     size_t scratch_bytes;
     cudaEvent_t ev[N_EV];
+    bool fused_hw;          /* sm_90+ with cooperative launches: the fused batch-1 kernel */
+    int n_sm, smem_optin;
+    int fused_smem[3][3];   /* the shared-memory limit set per (gate, down) kernel */
+    uint64_t *signmask;     /* IQ2_XXS sign bytes as 0x00/0xFF byte masks, device */
+    unsigned long long *bar; /* the fused kernel's grid-barrier counter */
+    unsigned long long *trace; /* the fused kernel's stamps (DS4_CUDA_MOE_FUSED_TRACE=1), device */
+    int clock_khz;
 };
 
 static int cuda_fail(ds4_error *err, cudaError_t rc, const char *what)
@@ -59,6 +69,9 @@ extern "C" void cuda_moe_ctx_free(cuda_moe_ctx *c)
     cudaFree(c->signs);
     cudaFree(c->flag);
     cudaFree(c->scratch);
+    cudaFree(c->signmask);
+    cudaFree(c->bar);
+    cudaFree(c->trace);
     for (int i = 0; i < N_EV; i++)
         if (c->ev[i])
             cudaEventDestroy(c->ev[i]);
@@ -99,6 +112,30 @@ extern "C" int cuda_moe_ctx_new(cuda_moe_ctx **out, void *stream, ds4_error *err
             rc = cuda_fail(err, e, "events");
             goto fail;
         }
+    {
+        uint64_t masks[128];
+        for (int i = 0; i < 128; i++) {
+            masks[i] = 0;
+            for (int j = 0; j < 8; j++)
+                if (quant_ksigns_iq2xs[i] >> j & 1)
+                    masks[i] |= (uint64_t)0xFF << (8 * j);
+        }
+        int dev = 0, major = 0, coop = 0;
+        if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
+            (e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess ||
+            (e = cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev)) != cudaSuccess ||
+            (e = cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess ||
+            (e = cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess ||
+            (e = cudaDeviceGetAttribute(&c->clock_khz, cudaDevAttrClockRate, dev)) != cudaSuccess ||
+            (e = cudaMalloc((void **)&c->signmask, sizeof masks)) != cudaSuccess ||
+            (e = cudaMemcpy(c->signmask, masks, sizeof masks, cudaMemcpyHostToDevice)) != cudaSuccess ||
+            (e = cudaMalloc((void **)&c->bar, sizeof *c->bar)) != cudaSuccess ||
+            (e = cudaMemset(c->bar, 0, sizeof *c->bar)) != cudaSuccess) {
+            rc = cuda_fail(err, e, "fused kernel setup");
+            goto fail;
+        }
+        c->fused_hw = major >= 9 && coop;
+    }
     *out = c;
     return 0;
 fail:
@@ -153,6 +190,52 @@ extern "C" cuda_moe_path cuda_moe_last_path(cuda_moe_ctx *c)
         cudaMemcpy(&choice, c->flag + 2, sizeof choice, cudaMemcpyDeviceToHost) != cudaSuccess)
         return CUDA_MOE_GEMV;
     return choice ? CUDA_MOE_MINIGEMM : CUDA_MOE_GEMV;
+}
+
+/* DS4_CUDA_MOE_FUSED: 0 off, 1 (unset) on; bench diagnostics (wrong results): 2 the fused
+ * kernel's copies only, 3 its launch only, 4 on but launched without the cooperative flag */
+static int fused_mode(void)
+{
+    const char *env = getenv("DS4_CUDA_MOE_FUSED");
+    if (env && env[0] >= '0' && env[0] <= '4' && env[1] == '\0')
+        return env[0] - '0';
+    return 1;
+}
+
+/* With the stage profile and DS4_CUDA_MOE_FUSED_TRACE=1: the fused kernel's per-block stamps,
+ * as the median and max over blocks of the time from the block's entry to each point (µs at
+ * the rated SM clock), and the spread of the block entries. */
+static int fused_trace_print(cuda_moe_ctx *c, int n_blocks, ds4_error *err)
+{
+    const int nt = CUDA_FUSED_TRACE;
+    unsigned long long *t = (unsigned long long *)malloc(sizeof *t * nt * n_blocks);
+    double *v = (double *)malloc(sizeof *v * n_blocks);
+    if (!t || !v) {
+        free(t), free(v);
+        return ds4_error_set(err, DS4_E_NOMEM, "cuda_moe: trace");
+    }
+    CK(cudaMemcpy(t, c->trace, sizeof *t * nt * n_blocks, cudaMemcpyDeviceToHost), "trace read");
+    static const char *name[] = {"sync", "first-in", "gateup", "barrier", "midq", "down"};
+    char line[512];
+    int o = 0;
+    unsigned long long g0 = t[0], g1 = t[0];
+    for (int b = 1; b < n_blocks; b++)
+        g0 = t[b * nt] < g0 ? t[b * nt] : g0, g1 = t[b * nt] > g1 ? t[b * nt] : g1;
+    o += snprintf(line + o, sizeof line - o, "entry-spread=%.2f", (g1 - g0) * 1e-3);
+    for (int k = 2; k < nt; k++) {
+        for (int b = 0; b < n_blocks; b++)
+            v[b] = (double)(t[b * nt + k] - t[b * nt + 1]) / c->clock_khz * 1e3;
+        for (int i = 1; i < n_blocks; i++) /* insertion sort: a few hundred values */
+            for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+                const double x = v[j];
+                v[j] = v[j - 1], v[j - 1] = x;
+            }
+        o += snprintf(line + o, sizeof line - o, " %s=%.2f/%.2f", name[k - 2], v[n_blocks / 2],
+                      v[n_blocks - 1]);
+    }
+    fprintf(stderr, "ds4: CUDA MoE fused trace (us from block entry, median/max): %s\n", line);
+    free(t), free(v);
+    return 0;
 }
 
 static bool stage_profile(void)
@@ -262,6 +345,41 @@ extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *
     const bool prof = stage_profile();
     cudaStream_t s = c->stream;
     c->last = path;
+    const int fmode = path == CUDA_MOE_GEMV && a->n_tok == 1 && c->fused_hw ? fused_mode() : 0;
+    fused_plan fp;
+    if (fmode && (uintptr_t)a->h % 16 == 0 &&
+        cuda_moe_fused_plan(&fp, tg, td, &gate, &up, &down, a->n_used, c->n_sm, c->smem_optin)) {
+        if (fp.smem > c->fused_smem[tg][td]) {
+            CK(cuda_moe_fused_prepare(tg, td, fp.smem), "fused kernel shared memory");
+            c->fused_smem[tg][td] = fp.smem;
+        }
+        const char *tenv = getenv("DS4_CUDA_MOE_FUSED_TRACE");
+        const bool trace = prof && tenv && tenv[0] == '1';
+        if (trace && !c->trace)
+            CK(cudaMalloc((void **)&c->trace, sizeof *c->trace * CUDA_FUSED_TRACE * 1024), "trace");
+        if (prof)
+            CK(cudaEventRecord(c->ev[ST_XQ], s), "event");
+        CK(cuda_moe_fused_b1(tg, td, &fp, &gate, &up, &down, c->grid, c->signmask, a->h, a->ids,
+                             a->weights, a->n_used, L->n_expert, L->clamp, v.mid, a->y,
+                             a->accumulate, c->flag, c->bar, trace && fp.n_blocks <= 1024 ? c->trace : NULL,
+                             fmode == 2 ? 1 : fmode == 3 ? 2 : 0,
+                             fmode != 4, s), "fused moe");
+        if (prof) {
+            float ms;
+            CK(cudaEventRecord(c->ev[ST_END], s), "event");
+            CK(cudaEventSynchronize(c->ev[ST_END]), "event sync");
+            CK(cudaEventElapsedTime(&ms, c->ev[ST_XQ], c->ev[ST_END]), "event time");
+            fprintf(stderr,
+                    "ds4: CUDA MoE stage layer=%d tokens=1 pairs=%d path=gemv-fused gate=%s down=%s "
+                    "blocks=%d slots=%dx%d fused=%.4f total=%.4f ms\n",
+                    a->layer_index, a->n_used, quant_get_traits(L->gate.type)->name,
+                    quant_get_traits(L->down.type)->name, fp.n_blocks, fp.n_slots, fp.slot_bytes,
+                    ms, ms);
+            if (trace && fp.n_blocks <= 1024 && (rc = fused_trace_print(c, fp.n_blocks, err)))
+                return rc;
+        }
+        return 0;
+    }
     for (int t0 = 0; t0 < a->n_tok; t0 += CUDA_MOE_MAX_TOK) {
         const int nt = a->n_tok - t0 < CUDA_MOE_MAX_TOK ? a->n_tok - t0 : CUDA_MOE_MAX_TOK;
         const int np = nt * a->n_used;

@@ -3,7 +3,8 @@
  * Two paths behind one call: GEMV (each (token, expert) pair on its own, __dp4a row dots) and
  * mini-GEMM (pairs grouped by expert, int8 tensor-core tiles over all tokens of a group);
  * DS4_DECODE_MOE_MINIGEMM=0|1 forces a path, DS4_MOE_STAGE_PROFILE=1 times the stages with
- * CUDA events and prints them. All pointers in cuda_moe_args and cuda_moe_tensor are device
+ * CUDA events and prints them. At batch 1 on sm_90 the GEMV path is one fused cooperative launch
+ * (DS4_CUDA_MOE_FUSED=0 turns it off). All pointers in cuda_moe_args and cuda_moe_tensor are device
  * pointers; calls are asynchronous on the context's stream (no host sync unless profiling).
  * Invariant: both paths compute the CPU formula (same Q8_K activations, integer sums per
  * block) up to f32 summation order: rel L2 to cpu_moe_run < 1e-3 (tests/cuda). */

@@ -41,6 +41,28 @@
 #define CUDA_MMA_DOWN_BLOCKS_PER_SM 2
 #endif
 
+/* fused batch-1 kernel (moe_fused.cu, sm_90): warps per block (one block per SM), the bytes
+ * of one ring slot (a gate/up item: that many bytes of gate + up rows, 2 rows per warp at
+ * most), the ring depth cap (the rest of the SM's shared memory decides below it), and the
+ * size of one bulk copy (an item's spans are cut into copies of that many bytes) */
+#ifndef CUDA_FUSED_WARPS
+#define CUDA_FUSED_WARPS 16
+#endif
+#ifndef CUDA_FUSED_SLOT_TARGET
+#define CUDA_FUSED_SLOT_TARGET 36864
+#endif
+#ifndef CUDA_FUSED_MAX_SLOTS
+#define CUDA_FUSED_MAX_SLOTS 8
+#endif
+#ifndef CUDA_FUSED_COPY_CHUNK
+#define CUDA_FUSED_COPY_CHUNK (1 << 20) /* bytes per bulk copy (a multiple of 16); run 11: 4 KB
+                                           and 16 KB pieces were slower than whole spans */
+#endif
+#ifndef CUDA_FUSED_CP_ASYNC
+#define CUDA_FUSED_CP_ASYNC 0 /* 1: the producer warp's 32 lanes move the rows with 16-byte
+                                 cp.async instead of bulk copies */
+#endif
+
 /* CUDA_MOE_AUTO: below this batch the GEMV path always (batch 1: GEMV 47 vs mini-GEMM 71 us
  * q2, 51 vs 91 us q4); from it, the choice is made on the device per call: mini-GEMM when
  * 100 * tiles < X100 * n_tok. Measured (docs/perf.md, H100): a mini-GEMM tile costs about
