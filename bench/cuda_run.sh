@@ -2,10 +2,12 @@
 # cuda_run.sh — everything the CUDA backend needs from one GPU machine, in one call: builds
 # (unless prebuilt binaries are in $CUDA_BIN, default build-dev/cuda, made by
 # `make cuda BUILD=build-dev ARCH=-march=x86-64-v3` on an x86-64 host and carried), runs the
-# GPU tests (tests/cuda/test_cuda_moe), compute-sanitizer memcheck/racecheck on a few cases,
-# then bench/cuda_moe_bench. Logs under $OUT (default /tmp/cuda_run): nvidia-smi.txt,
-# test.log, sanitizer.log, bench.log, bench.csv, profile.log, bench-v*.log (tuning variants).
-# Exits non-zero if a test fails.
+# GPU tests (tests/cuda/test_cuda_moe), compute-sanitizer memcheck on the batch-1 cases (the
+# fused kernel) and n=5, racecheck on n=5 (SAN_TIMEOUT s each), then bench/cuda_moe_bench
+# ($BENCH_ARGS, e.g. --max-batch 1; its stderr, the stage profile with the fused kernel's
+# per-block trace, goes to profile.log), then each tuning variant build-dev/v*/cuda at batch 1.
+# Logs under $OUT (default /tmp/cuda_run): nvidia-smi.txt, test.log, sanitizer.log, bench.log,
+# bench.csv, profile.log, bench-v*.log. Exits non-zero if a test fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/cuda_run}

@@ -4,7 +4,9 @@
 # errors (nvcc and the host compiler); the ptxas report must show no local-memory spills or
 # stack frames in any kernel; cuobjdump -sass of the mini-GEMM object must show tensor-core
 # instructions (IMMA/HMMA/HGMMA) in every k_mma_* kernel on every architecture, and the GEMV
-# kernels their integer dot products (IDP). Prints a summary; exits non-zero on any breach.
+# kernels their integer dot products (IDP); on sm_90a the fused batch-1 kernel (moe_fused.cu)
+# must show its bulk copies (UBLKCP), mbarrier waits (SYNCS) and IDP. Prints a summary; exits
+# non-zero on any breach.
 # Skips (exit 0, says why) only when nvcc is missing and DS4_REQUIRE_CUDA is unset.
 set -u
 cd "$(dirname "$0")/.."
@@ -72,6 +74,17 @@ for arch in 80 89 90a; do
     idp=$(grep -c 'IDP' "$out/gv.$arch.sass")
     echo "  sm_$arch moe_gemv: $idp IDP (dp4a) instructions"
     [ "$idp" -gt 0 ] || { echo "validate_cuda: FAIL sm_$arch GEMV without dp4a"; bad=1; }
+    if [ "$arch" = 90a ]; then
+        "$CUOBJDUMP" -sass "$out/moe_fused.sm_$arch.o" > "$out/fu.$arch.sass" || { echo "validate_cuda: FAIL cuobjdump"; bad=1; }
+        blk=$(grep -c 'UBLKCP' "$out/fu.$arch.sass"); syn=$(grep -c 'SYNCS' "$out/fu.$arch.sass")
+        fidp=$(grep -c 'IDP' "$out/fu.$arch.sass")
+        echo "  sm_$arch moe_fused: $blk UBLKCP (bulk copy), $syn SYNCS (mbarrier), $fidp IDP"
+        [ "$blk" -gt 0 ] && [ "$syn" -gt 0 ] && [ "$fidp" -gt 0 ] ||
+            { echo "validate_cuda: FAIL sm_$arch fused kernel without bulk copies/mbarriers/dp4a"; bad=1; }
+        if grep -qE '\b(LDL|STL)\b' "$out/fu.$arch.sass"; then
+            echo "validate_cuda: FAIL sm_$arch local-memory instructions (LDL/STL) in the fused kernel"; bad=1
+        fi
+    fi
     if grep -qE '\b(LDL|STL)\b' "$out/mg.$arch.sass" "$out/gv.$arch.sass"; then
         echo "validate_cuda: FAIL sm_$arch local-memory instructions (LDL/STL) in SASS"; bad=1
     fi

@@ -1,14 +1,16 @@
 /* moe_fused.cu — the batch-1 decode MoE in one cooperative launch (sm_90: bulk copies and
- * mbarriers), one block per SM. Each block: quantizes h to Q8_K itself (the same rounding as
- * act_quant.cu), streams its share of the gate/up rows (then of the down rows) through a ring
- * of shared-memory slots filled by cp.async.bulk, computes gate/up + SwiGLU into mid (f32,
- * global), meets the other blocks at a grid barrier, quantizes all the mids itself, then sums
- * its down rows over the experts into y. The down rows' copies are issued as soon as gate/up
- * slots free up, so they arrive during gate/up and the barrier. Per-lane layout: gate/up, lane
- * l takes half of block l/2 of a row (4 chunks of 32), down a quarter of block l/4 (2 chunks);
- * the token's activation chunks stay in registers for all rows. IQ2_XXS grid and sign masks
- * come from 16 bank-spread copies in shared memory (conflict-free 8-byte lookups). Does not own
- * the path choice (cuda_moe.cu). Numerics as moe_gemv.cu: integer sums per block, f32 above. */
+ * mbarriers), one block per SM: 16 consumer warps and one producer warp. The producer lists the
+ * block's share of the gate/up rows, then of the down rows, as ring items and copies each into
+ * a shared-memory slot (cp.async.bulk, or 16-byte cp.async with CUDA_FUSED_CP_ASYNC) once every
+ * consumer has left the slot's previous item (full/empty mbarriers), so the down rows arrive
+ * during gate/up and the grid barrier. The consumers quantize h to Q8_K themselves (the rounding
+ * of act_quant.cu), compute gate/up + SwiGLU into mid (f32, global), meet the other blocks at a
+ * grid barrier, quantize all the mids themselves, then sum their down rows over the experts
+ * into y. Lane layout: gate/up lane l takes half of block l/2 of a row (4 chunks of 32; the
+ * token's chunks stay in registers), down lane l a quarter of block l/4 (2 chunks; the mids are
+ * stored lane-major). IQ2_XXS grid and sign masks come from 16 bank-spread copies in shared
+ * memory (conflict-free 8-byte lookups). Does not own the path choice (cuda_moe.cu). Numerics
+ * as moe_gemv.cu: integer sums per block, f32 above. Measured: docs/cuda-runs/run13. */
 #include "backend/cuda/moe_fused.cuh"
 #include "backend/cuda/tuning.cuh"
 

@@ -64,7 +64,7 @@
 #endif
 
 /* CUDA_MOE_AUTO: below this batch the GEMV path always (batch 1: GEMV 47 vs mini-GEMM 71 us
- * q2, 51 vs 91 us q4); from it, the choice is made on the device per call: mini-GEMM when
+ * q2, 51 vs 91 us q4 on the H100; fused GEMV 29 vs 71 us q2, 32 vs 88 us q4 on the H200); from it, the choice is made on the device per call: mini-GEMM when
  * 100 * tiles < X100 * n_tok. Measured (docs/perf.md, H100): a mini-GEMM tile costs about
  * 8.3 us (q2) / 10.2 us (q4), a GEMV token about 23.5 / 29 us, so the break-even is near
  * 2.8 tiles per token for both mixes. */
