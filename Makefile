@@ -103,7 +103,7 @@ CUDA_LDLIBS   := -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++ -ldl -lrt -lpthre
 CUDA_HOST_LIB := $(CUDA_BUILD)/libds4_host.a
 CUDA_TOOLS    := $(CUDA_BUILD)/bin/ds4 $(CUDA_BUILD)/bin/ds4-logits
 
-cuda: $(CUDA_LIB) $(CUDA_BUILD)/tests/test_cuda_moe $(CUDA_BUILD)/bench/cuda_moe_bench \
+cuda: $(CUDA_LIB) $(CUDA_BUILD)/tests/test_cuda_moe $(CUDA_BUILD)/tests/test_cuda_moe_fused $(CUDA_BUILD)/bench/cuda_moe_bench \
       $(CUDA_TOOLS) $(CUDA_BUILD)/tests/test_cuda_forward
 
 $(CUDA_BUILD)/obj/%.o: %.cu $(CUDA_HEADERS) src/quant/blocks.h

@@ -1,0 +1,188 @@
+/* test_cuda_moe_fused.c — the one-launch batch-1 decode MoE (src/backend/cuda/moe_fused.cu) on a
+ * GPU against the four-launch GEMV path of the same library (DS4_CUDA_MOE_FUSED=0) on the same
+ * inputs: q2 and q4 mixes at n_embd 4096 / n_ff 2048, 1 to 8 experts per token (the ring's item
+ * layouts change with the count), accumulate, an out-of-range id (DS4_E_RANGE, finite output),
+ * and a check that the fused kernel is the one that ran (its copies-only diagnostic mode leaves
+ * the NaN-poisoned output unwritten). tests/cuda/test_cuda_moe compares both paths with the CPU.
+ * Skips (exit 0) without a CUDA device or below sm_90 (no fused kernel there).
+ * Usage: test_cuda_moe_fused [case-substring]. */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_moe.h"
+#include "moe_test_layer.h"
+#include "test_util.h"
+
+/* Both GPU paths quantize h identically; the mids differ in f32 summation order, so a rare
+ * mid element's Q8_K rounding flips (~2e-4 rel L2 each); a wrong row or scale is O(1). */
+#define FUSED_TOL 1e-3
+
+#define N_EMBD 4096
+#define N_FF 2048
+#define N_EXPERT 16
+#define MAX_USED 8
+#define CLAMP 10.0f
+
+static const char *filter;
+
+#define CUCHECK(x)                                                                            \
+    do {                                                                                      \
+        cudaError_t e_ = (x);                                                                 \
+        if (e_ != cudaSuccess) {                                                              \
+            printf("FAIL  %s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));   \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+static void to_gpu(cuda_moe_tensor *G, const cpu_moe_tensor *T)
+{
+    G->type = T->type;
+    G->n_in = T->n_in;
+    G->n_out = T->n_out;
+    G->row_bytes = T->row_bytes;
+    G->expert_bytes = T->expert_bytes;
+    void *d;
+    CUCHECK(cudaMalloc(&d, T->expert_bytes * N_EXPERT));
+    CUCHECK(cudaMemcpy(d, T->data, T->expert_bytes * N_EXPERT, cudaMemcpyHostToDevice));
+    G->data = d;
+}
+
+typedef struct bufs {
+    int32_t *ids;
+    float *w, *h, *y;
+} bufs;
+
+/* One call on the device with DS4_CUDA_MOE_FUSED=fused; y starts as y0 (or NaN bytes).
+ * Returns cuda_moe_run's or cuda_moe_sync's code; the output in yo. */
+static int run(cuda_moe_ctx *ctx, const cuda_moe_layer *L, const bufs *g, int n_used, bool acc,
+               const float *y0, const char *fused, float *yo)
+{
+    ds4_error err;
+    setenv("DS4_CUDA_MOE_FUSED", fused, 1);
+    if (y0)
+        CUCHECK(cudaMemcpy(g->y, y0, sizeof(float) * N_EMBD, cudaMemcpyHostToDevice));
+    else
+        CUCHECK(cudaMemset(g->y, 0xff, sizeof(float) * N_EMBD));
+    int rc = cuda_moe_poison(ctx, &err);
+    cuda_moe_args a = {L, 1, n_used, g->ids, g->w, g->h, N_EMBD, g->y, N_EMBD, acc, CUDA_MOE_GEMV, 0};
+    if (!rc)
+        rc = cuda_moe_run(ctx, &a, &err);
+    const int rs = cuda_moe_sync(ctx, &err);
+    unsetenv("DS4_CUDA_MOE_FUSED");
+    CUCHECK(cudaMemcpy(yo, g->y, sizeof(float) * N_EMBD, cudaMemcpyDeviceToHost));
+    return rc ? rc : rs;
+}
+
+static double rel_l2(const float *a, const float *b, bool *finite)
+{
+    double num = 0, den = 0;
+    *finite = true;
+    for (int i = 0; i < N_EMBD; i++) {
+        if (!isfinite(a[i]))
+            *finite = false;
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+int main(int argc, char **argv)
+{
+    filter = argc > 1 ? argv[1] : NULL;
+    struct cudaDeviceProp prop;
+    if (cuda_device_count() == 0 || cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+        t_skip("no CUDA device", "cuda_moe_fused (every case)");
+        return t_summary();
+    }
+    if (prop.major < 9) {
+        t_skip("below sm_90: no fused kernel", "cuda_moe_fused (every case)");
+        return t_summary();
+    }
+    printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+    ds4_error err;
+    cuda_moe_ctx *ctx;
+    if (cuda_moe_ctx_new(&ctx, NULL, &err)) {
+        printf("FAIL  setup: %s\n", err.msg);
+        return 1;
+    }
+    bufs g;
+    CUCHECK(cudaMalloc((void **)&g.ids, sizeof(int32_t) * MAX_USED));
+    CUCHECK(cudaMalloc((void **)&g.w, sizeof(float) * MAX_USED));
+    CUCHECK(cudaMalloc((void **)&g.h, sizeof(float) * N_EMBD));
+    CUCHECK(cudaMalloc((void **)&g.y, sizeof(float) * N_EMBD));
+    static float h[N_EMBD], y0[N_EMBD], yf[N_EMBD], yr[N_EMBD];
+    char name[128];
+    for (int q2 = 1; q2 >= 0; q2--) {
+        const char *mix = q2 ? "q2" : "q4";
+        cpu_moe_layer C;
+        if (moe_test_make_layer(&C, q2, N_EMBD, N_FF, N_EXPERT, CLAMP, q2 ? 21 : 22))
+            return 1;
+        cuda_moe_layer L;
+        memset(&L, 0, sizeof L);
+        L.n_expert = N_EXPERT;
+        L.clamp = CLAMP;
+        to_gpu(&L.gate, &C.gate), to_gpu(&L.up, &C.up), to_gpu(&L.down, &C.down);
+        static const int used[] = {1, 2, 3, 5, 6, 8};
+        for (size_t u = 0; u < sizeof used / sizeof used[0]; u++)
+            for (int acc = 0; acc < 2; acc++) {
+                const int n_used = used[u];
+                snprintf(name, sizeof name, "%s fused vs 4-launch n_used=%d%s", mix, n_used,
+                         acc ? " accumulate" : "");
+                if (filter && !strstr(name, filter))
+                    continue;
+                const uint64_t seed = 1000 + 10 * u + acc + (q2 ? 0 : 500);
+                t_rng r = {seed};
+                int32_t ids[MAX_USED];
+                float w[MAX_USED];
+                for (int k = 0; k < n_used; k++) {
+                    int e, dup;
+                    do {
+                        e = (int)(t_next(&r) % N_EXPERT);
+                        dup = 0;
+                        for (int j = 0; j < k; j++)
+                            dup |= ids[j] == e;
+                    } while (dup);
+                    ids[k] = e;
+                    w[k] = (float)(0.1 + 0.4 * t_uniform(&r));
+                }
+                for (int i = 0; i < N_EMBD; i++)
+                    h[i] = (float)t_normal(&r), y0[i] = (float)(i % 7) - 3.0f;
+                CUCHECK(cudaMemcpy(g.ids, ids, sizeof(int32_t) * n_used, cudaMemcpyHostToDevice));
+                CUCHECK(cudaMemcpy(g.w, w, sizeof(float) * n_used, cudaMemcpyHostToDevice));
+                CUCHECK(cudaMemcpy(g.h, h, sizeof h, cudaMemcpyHostToDevice));
+                const int rf = run(ctx, &L, &g, n_used, acc, acc ? y0 : NULL, "1", yf);
+                const int rr = run(ctx, &L, &g, n_used, acc, acc ? y0 : NULL, "0", yr);
+                bool finite;
+                const double e = rel_l2(yf, yr, &finite);
+                t_case(rf == 0 && rr == 0 && finite && e < FUSED_TOL, e, FUSED_TOL, "%s%s (seed %llu)",
+                       name, finite ? "" : " (unwritten/NaN)", (unsigned long long)seed);
+            }
+        /* the fused kernel is the one that runs: its copies-only mode writes no output */
+        snprintf(name, sizeof name, "%s fused kernel taken", mix);
+        if (!filter || strstr(name, filter)) {
+            const int rc = run(ctx, &L, &g, 6, false, NULL, "2", yf);
+            int nan = 0;
+            for (int i = 0; i < N_EMBD; i++)
+                nan += isnan(yf[i]) != 0;
+            t_check(rc == 0 && nan == N_EMBD, "%s (%d of %d outputs left unwritten)", name, nan, N_EMBD);
+        }
+        /* an id out of range: DS4_E_RANGE from the sync, the other experts still summed */
+        snprintf(name, sizeof name, "%s fused bad id", mix);
+        if (!filter || strstr(name, filter)) {
+            int32_t ids[6] = {1, 3, N_EXPERT + 5, 7, 9, 11};
+            CUCHECK(cudaMemcpy(g.ids, ids, sizeof ids, cudaMemcpyHostToDevice));
+            const int rc = run(ctx, &L, &g, 6, false, NULL, "1", yf);
+            bool finite;
+            rel_l2(yf, yf, &finite);
+            t_check(rc == DS4_E_RANGE && finite, "%s -> DS4_E_RANGE, finite output (rc %d)", name, rc);
+            t_check(cuda_moe_sync(ctx, &err) == 0, "%s: sync clean afterwards", name);
+        }
+        moe_test_free_layer(&C);
+        cudaFree((void *)L.gate.data), cudaFree((void *)L.up.data), cudaFree((void *)L.down.data);
+    }
+    cudaFree(g.ids), cudaFree(g.w), cudaFree(g.h), cudaFree(g.y);
+    cuda_moe_ctx_free(ctx);
+    return t_summary();
+}
