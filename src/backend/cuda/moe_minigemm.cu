@@ -125,6 +125,13 @@ __device__ __forceinline__ void tile_block(const typename wt_block<T>::type *ra,
 
 /* ======== gate/up + SwiGLU ============================================================= */
 
+/* 4-byte words per row of a staged gate/up tile: nb blocks rounded up to a word. */
+template <int T>
+__host__ __device__ constexpr int tile_row_words(int nb)
+{
+    return (nb * (int)sizeof(typename wt_block<T>::type) + 3) / 4;
+}
+
 template <int T, int NT>
 __global__ void __launch_bounds__(CUDA_MMA_GU_WARPS * 32, CUDA_MMA_GU_BLOCKS_PER_SM)
 k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k *xq,
@@ -163,7 +170,9 @@ k_mma_gate_up(moe_wt gate, moe_wt up, moe_iq2_tables tab, const quant_block_q8_k
     /* the 16 rows of gate and of up, copied once into shared memory with coalesced 4-byte
      * loads (rows of one expert are contiguous), then decoded from there by the warps */
     extern __shared__ uint32_t wtile[]; /* [mat][16 rows][rw words] */
-    const int rw = nb * (int)sizeof(B) / 4; /* words per row (block sizes are even: 66, 84, 144) */
+    /* words per staged row: the row's blocks rounded up to 4 bytes (an odd count of 66-byte
+     * IQ2_XXS blocks ends mid-word; row_bytes is a multiple of 4, so the word is the row's) */
+    const int rw = tile_row_words<T>(nb);
     {
         constexpr int U = 8;
         const int total = 16 * rw; /* words per matrix */
@@ -371,7 +380,7 @@ static cudaError_t gate_up(const moe_wt *gate, const moe_wt *up, moe_iq2_tables 
                            moe_sel sel, cudaStream_t s)
 {
     const dim3 grid(gate->n_out / 16, max_tiles);
-    const size_t smem = 2 * 16 * (size_t)gate->nb * sizeof(typename wt_block<T>::type);
+    const size_t smem = 2 * 16 * (size_t)tile_row_words<T>(gate->nb) * 4;
     static size_t smem_set = 0; /* per instantiation; static + dynamic may pass 48 KB */
     if (smem > smem_set) {
         cudaError_t rc = cudaFuncSetAttribute(k_mma_gate_up<T, NT>,
