@@ -8,8 +8,10 @@
  * grid barrier, quantize all the mids themselves, then sum their down rows over the experts
  * into y. Lane layout: gate/up lane l takes half of block l/2 of a row (4 chunks of 32; the
  * token's chunks stay in registers), down lane l a quarter of block l/4 (2 chunks; the mids are
- * stored lane-major). IQ2_XXS grid and sign masks come from 16 bank-spread copies in shared
- * memory (conflict-free 8-byte lookups). Does not own the path choice (cuda_moe.cu). Numerics
+ * stored lane-major). IQ2_XXS: a 64 KB shared table of 256 rows x (32 copies of the grid word,
+ * 32 of the sign word), lane l reading copy l (conflict-free 4-byte lookups); a grid word has
+ * each element's value as a 2-bit code per nibble, a sign word bit 2 of the nibble when the
+ * element is negative, so their OR selects the signed bytes with two PRMTs (run15). Does not own the path choice (cuda_moe.cu). Numerics
  * as moe_gemv.cu: integer sums per block, f32 above. Measured: docs/cuda-runs/run13. */
 #include "backend/cuda/moe_fused.cuh"
 #include "backend/cuda/tuning.cuh"
@@ -21,6 +23,7 @@
 #define F_MAX_SLOTS 8
 #define F_OFF_ITEMS (2 * 8 * F_MAX_SLOTS + 16) /* after the full, empty and ready mbarriers */
 #define F_FIXED (F_OFF_ITEMS + 16 * F_MAX_ITEMS) /* mbarriers, items */
+static_assert(FT == 512, "the IQ2_XXS table build takes two consumer threads per table row");
 
 struct fused_args {
     moe_wt gate, up, down;
@@ -144,6 +147,21 @@ __device__ __forceinline__ void quant_block_warp(const float (&v)[8], int8_t *qs
 
 /* ======== row dots (one warp, one row in shared memory; the lane's share) ================= */
 
+/* prmt.b32 (the selector's 4 low nibbles as PTX reads them: no masking to 3 bits) */
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel)
+{
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+}
+
+__device__ __forceinline__ uint32_t lds32(uint32_t addr)
+{
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr) : "memory");
+    return v;
+}
+
 __device__ __forceinline__ uint32_t byte_of(uint32_t w, int i) { return (w >> (8 * i)) & 255u; }
 
 /* Q4_K scale (6 bits) and min of chunks 0..3 (hi = 0) or 4..7 (hi = 1), four bytes a word. */
@@ -158,7 +176,7 @@ __device__ __forceinline__ void q4k_scales4(uint4 hd, bool hi, uint32_t *sc4, ui
  * x: those chunks of the token (32 words), xs: their sums (Q4_K min term), dx: block scale. */
 template <int T>
 __device__ __forceinline__ float dot_gu(const unsigned char *row, const int (&x)[32], const int (&xs)[4],
-                                        float dx, int lane, const uint2 *g16, const uint2 *s16)
+                                        float dx, int lane, const unsigned char *tab)
 {
     const int b = lane >> 1, hf = lane & 1;
     if constexpr (T == WT_IQ2_XXS) {
@@ -170,23 +188,34 @@ __device__ __forceinline__ float dot_gu(const unsigned char *row, const int (&x)
             q[i] = w[i];
         q[8] = sh ? w[8] : 0u;
         const float dw = f16f(*(const uint16_t *)(row + 66 * b));
-        const int cp = lane & 15;
+        /* the lane's table offsets: byte 0 grid (4 * lane), byte 1 sign (128 + 4 * lane) */
+        const uint32_t L = 4u * (uint32_t)lane | (128u + 4u * (uint32_t)lane) << 8;
+        const uint32_t tabs = saddr(tab);
+        /* bytes 8, 25, 43 (byte 3, never selected, holds L's byte 0: a per-lane value stays
+         * in a register, a constant would be copied from a uniform register before each use) */
+        const uint32_t pos = 0x002B1908u | L << 24;
         int sumi = 0;
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             const uint32_t q0 = __funnelshift_r(q[2 * c], q[2 * c + 1], sh);
             const uint32_t q1 = __funnelshift_r(q[2 * c + 1], q[2 * c + 2], sh);
-            int acc = 0, cor = 0;
+            int acc = 0;
 #pragma unroll
             for (int g = 0; g < 4; g++) {
-                const uint2 gv = g16[((q0 >> (8 * g)) & 255u) * 16 + cp];
-                const uint2 sm = s16[((q1 >> (7 * g)) & 127u) * 16 + cp];
-                acc = __dp4a((int)(gv.x ^ sm.x), x[8 * c + 2 * g], acc);
-                acc = __dp4a((int)(gv.y ^ sm.y), x[8 * c + 2 * g + 1], acc);
-                cor = __dp4a((int)sm.x, x[8 * c + 2 * g], cor);
-                cor = __dp4a((int)sm.y, x[8 * c + 2 * g + 1], cor);
+                /* row index << 8 | lane offset, one PRMT each: grid index = byte g of q0; the
+                 * 7 sign bits of group g are the low bits of byte g of q1 << g (bit 7: the
+                 * next field's, ignored: rows r and r ^ 128 hold the same signs) */
+                const uint32_t ga = prmt(q0, L, 0x7604u | (uint32_t)g << 4);
+                const uint32_t sa = prmt(q1 << g, L, 0x7605u | (uint32_t)g << 4);
+                const uint32_t sel = lds32(tabs + ga) | lds32(tabs + sa);
+                /* nibble k = selector of element k: 8, 25, 43 (bytes 0..2 of pos) or their
+                 * negatives (bytes 4..6) */
+                const uint32_t lo = prmt(pos, 0x00D5E7F8u, sel);
+                const uint32_t hi = prmt(pos, 0x00D5E7F8u, sel >> 16);
+                acc = __dp4a((int)lo, x[8 * c + 2 * g], acc);
+                acc = __dp4a((int)hi, x[8 * c + 2 * g + 1], acc);
             }
-            sumi += (acc - cor) * (2 * (int)(q1 >> 28) + 1);
+            sumi += acc * (2 * (int)(q1 >> 28) + 1);
         }
         (void)xs;
         return dx * (0.125f * dw) * (float)sumi;
@@ -211,7 +240,7 @@ __device__ __forceinline__ float dot_gu(const unsigned char *row, const int (&x)
             summ += (int)byte_of(m4, 2 * cp) * xs[2 * cp] + (int)byte_of(m4, 2 * cp + 1) * xs[2 * cp + 1];
         }
         const float d = f16f((uint16_t)(hd.x & 0xffffu)), dmin = f16f((uint16_t)(hd.x >> 16));
-        (void)g16, (void)s16;
+        (void)tab;
         return dx * (d * (float)sumi - dmin * (float)summ);
     }
 }
@@ -379,7 +408,7 @@ __global__ void __launch_bounds__(FT + 32, 1) k_fused_b1(const __grid_constant__
     const int nblk_act = (a.p.off_tab - a.p.off_act) / (QUANT_QK_K + 4 + 32);
     float *ad = (float *)(aq + (size_t)nblk_act * QUANT_QK_K);
     int16_t *abs_ = (int16_t *)(ad + nblk_act);
-    uint2 *g16 = (uint2 *)(sm + a.p.off_tab), *s16 = g16 + 256 * 16;
+    unsigned char *tab = sm + a.p.off_tab;
     unsigned char *ring = sm + a.p.off_ring;
     __shared__ int s_n[2];
     const int tid = threadIdx.x, lane = tid & 31, wp = tid >> 5;
@@ -396,16 +425,12 @@ __global__ void __launch_bounds__(FT + 32, 1) k_fused_b1(const __grid_constant__
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     const int nbx = a.gate.nb; /* 16 (the plan's condition): one block per consumer warp */
     float hv[8];
-    uint64_t tg[8], ts[4];
+    uint64_t tg = 0, ts = 0;
     if (wp < FW) {
         load8<false>(a.h + (wp < nbx ? wp : 0) * QUANT_QK_K, lane, hv);
-        if constexpr (TG == WT_IQ2_XXS) {
-#pragma unroll
-            for (int k = 0; k < 8; k++)
-                tg[k] = __ldg(a.grid + ((tid + k * FT) >> 4));
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-                ts[k] = __ldg(a.signmask + ((tid + k * FT) >> 4));
+        if constexpr (TG == WT_IQ2_XXS) { /* thread t: table row t / 2 (FT = 512) */
+            tg = __ldg(a.grid + (tid >> 1));
+            ts = __ldg(a.signmask + ((tid >> 1) & 127));
         }
     }
     __syncthreads();
@@ -460,12 +485,23 @@ __global__ void __launch_bounds__(FT + 32, 1) k_fused_b1(const __grid_constant__
     if (wp < nbx)
         quant_block_warp(hv, aq + wp * QUANT_QK_K + 8 * lane, ad + wp, abs_ + 16 * wp, lane);
     if constexpr (TG == WT_IQ2_XXS) {
+        /* row r = tid / 2: nibble k of the grid word = element k's byte 8, 25, 43 as 0, 1, 2;
+         * of the sign word, 4 if element k is negative; 32 copies of each (copy = lane), this
+         * thread the 16 copies 16 * (tid & 1) .. of both (16-byte stores, rotated per lane
+         * pair: no bank conflicts) */
+        uint32_t gn = 0, sn = 0;
 #pragma unroll
-        for (int k = 0; k < 8; k++)
-            ((uint64_t *)g16)[tid + k * FT] = tg[k];
+        for (int k = 0; k < 8; k++) {
+            gn |= (uint32_t)((tg >> (8 * k + 4)) & 3u) << (4 * k);
+            sn |= (uint32_t)((ts >> (8 * k)) & 4u) << (4 * k);
+        }
+        uint4 *trow = (uint4 *)(tab + (size_t)(tid >> 1) * 256) + 4 * (tid & 1);
 #pragma unroll
-        for (int k = 0; k < 4; k++)
-            ((uint64_t *)s16)[tid + k * FT] = ts[k];
+        for (int k = 0; k < 4; k++) {
+            const int kk = (k + (lane >> 1)) & 3;
+            trow[kk] = make_uint4(gn, gn, gn, gn);
+            trow[8 + kk] = make_uint4(sn, sn, sn, sn);
+        }
     }
     consumers_sync();
     int x[32], xs[4];
@@ -500,9 +536,20 @@ __global__ void __launch_bounds__(FT + 32, 1) k_fused_b1(const __grid_constant__
         for (int r = (wp - c0 % FW + FW) % FW; r < m; r += FW) {
             float v = 0.0f;
             if (ok && a.mode == 0) {
-                const float g = dot_gu<TG>(slot + r * rbg, x, xs, dx, lane, g16, s16);
-                const float u = dot_gu<TG>(slot + (m + r) * rbg, x, xs, dx, lane, g16, s16);
+                const float g = dot_gu<TG>(slot + r * rbg, x, xs, dx, lane, tab);
+                const float u = dot_gu<TG>(slot + (m + r) * rbg, x, xs, dx, lane, tab);
+#if CUDA_FUSED_PAIR_SUM
+                /* both sums in 6 shuffles: lanes 0..15 reduce g, 16..31 u, each sum added in
+                 * warp_sum's order (the same floats), then lane 16's u to every lane */
+                const bool up = lane & 16;
+                float v2 = (up ? u : g) + __shfl_xor_sync(0xffffffffu, up ? g : u, 16);
+#pragma unroll
+                for (int o = 8; o > 0; o >>= 1)
+                    v2 += __shfl_xor_sync(0xffffffffu, v2, o);
+                const float gs = v2, us = __shfl_sync(0xffffffffu, v2, 16);
+#else
                 const float gs = warp_sum(g), us = warp_sum(u);
+#endif
                 v = moe_swiglu(gs, us, a.clamp, a.wts[it.y]);
             }
             if (lane == 0)
@@ -659,7 +706,7 @@ bool cuda_moe_fused_plan(fused_plan *p, int tg, int td, const moe_wt *gate, cons
     p->off_act = F_FIXED;
     /* off_tab - off_act divides back to nblk_act in the kernel (a multiple of 8: aligned) */
     p->off_tab = p->off_act + nblk_act * (QUANT_QK_K + 4 + 32);
-    p->off_ring = (int)al128((size_t)p->off_tab + (tg == WT_IQ2_XXS ? (256 + 128) * 16 * 8 : 0));
+    p->off_ring = (int)al128((size_t)p->off_tab + (tg == WT_IQ2_XXS ? 256 * 256 : 0));
     const int room = smem_optin - 1024 - p->off_ring; /* 1 KB: the static shared memory */
     p->n_slots = room / p->slot_bytes;
     if (p->n_slots > F_MAX_SLOTS)
