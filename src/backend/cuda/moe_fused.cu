@@ -538,18 +538,7 @@ __global__ void __launch_bounds__(FT + 32, 1) k_fused_b1(const __grid_constant__
             if (ok && a.mode == 0) {
                 const float g = dot_gu<TG>(slot + r * rbg, x, xs, dx, lane, tab);
                 const float u = dot_gu<TG>(slot + (m + r) * rbg, x, xs, dx, lane, tab);
-#if CUDA_FUSED_PAIR_SUM
-                /* both sums in 6 shuffles: lanes 0..15 reduce g, 16..31 u, each sum added in
-                 * warp_sum's order (the same floats), then lane 16's u to every lane */
-                const bool up = lane & 16;
-                float v2 = (up ? u : g) + __shfl_xor_sync(0xffffffffu, up ? g : u, 16);
-#pragma unroll
-                for (int o = 8; o > 0; o >>= 1)
-                    v2 += __shfl_xor_sync(0xffffffffu, v2, o);
-                const float gs = v2, us = __shfl_sync(0xffffffffu, v2, 16);
-#else
                 const float gs = warp_sum(g), us = warp_sum(u);
-#endif
                 v = moe_swiglu(gs, us, a.clamp, a.wts[it.y]);
             }
             if (lane == 0)

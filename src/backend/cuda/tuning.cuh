@@ -62,10 +62,6 @@
 #define CUDA_FUSED_CP_ASYNC 0 /* 1: the producer warp's 32 lanes move the rows with 16-byte
                                  cp.async instead of bulk copies */
 #endif
-#ifndef CUDA_FUSED_PAIR_SUM
-#define CUDA_FUSED_PAIR_SUM 0 /* 1: gate and up sums of a row pair in one 6-shuffle reduction
-                                 (lane 0's values as warp_sum's) instead of two of 5 */
-#endif
 
 /* CUDA_MOE_AUTO: below this batch the GEMV path always (batch 1: GEMV 47 vs mini-GEMM 71 us
  * q2, 51 vs 91 us q4 on the H100; fused GEMV 29 vs 71 us q2, 32 vs 88 us q4 on the H200); from it, the choice is made on the device per call: mini-GEMM when
