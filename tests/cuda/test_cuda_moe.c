@@ -8,7 +8,9 @@
  *  3. grouping: all tokens on the same experts (full tiles, 40 and 70 tokens: split tiles and
  *     calls), a token repeating an expert, accumulate, the stage profile, the env switch, the
  *     automatic choice made on the device (and the path it took);
- *  4. an out-of-range id reported by cuda_moe_sync. Skips (exit 0) without a CUDA device.
+ *  4. an out-of-range id reported by cuda_moe_sync;
+ *  5. other shapes (n_embd 256 and 768: odd IQ2_XXS block counts; rows padded to 16 bytes).
+ * Skips (exit 0) without a CUDA device.
  * Usage: test_cuda_moe [case-substring]. Spec: §3.9 step 6, §4.1. */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -349,6 +351,71 @@ static void mix_cases(bool q2, cuda_moe_ctx *ctx, cpu_moe_ctx *cc, gpu_bufs *g, 
     free_layer(&L);
 }
 
+/* The device copy of T with each row padded to a 16-byte pitch (as src/backend/cuda/cuda.cu
+ * uploads a model): the kernels must honour row_bytes beyond a row's data. */
+static void to_gpu_padded(cuda_moe_tensor *G, const cpu_moe_tensor *T)
+{
+    const size_t pitch = (T->row_bytes + 15) / 16 * 16;
+    G->type = T->type;
+    G->n_in = T->n_in;
+    G->n_out = T->n_out;
+    G->row_bytes = pitch;
+    G->expert_bytes = pitch * (size_t)T->n_out;
+    void *d;
+    CUCHECK(cudaMalloc(&d, G->expert_bytes * N_EXPERT));
+    CUCHECK(cudaMemcpy2D(d, pitch, T->data, T->row_bytes, T->row_bytes,
+                         (size_t)T->n_out * N_EXPERT, cudaMemcpyHostToDevice));
+    G->data = d;
+}
+
+/* Shapes other than the published ones (dimensions come from the GGUF): an odd count of 66-byte
+ * IQ2_XXS blocks per row (n_embd 256, 768) ends mid-word, rows padded to 16 bytes, single-block
+ * Q2_K/Q4_K rows. Both paths against cpu_moe_run, h and y rows N_EMBD apart. */
+static void shape_cases(cuda_moe_ctx *ctx, cpu_moe_ctx *cc, gpu_bufs *g, batch *B, float *yc,
+                        float *yg)
+{
+    static const struct { int n_embd, n_ff; } shapes[] = {{256, 256}, {768, 512}};
+    static const int ns[] = {1, 2, 5, 16};
+    static float pc[MAX_TOK * 768], pg[MAX_TOK * 768];
+    ds4_error err;
+    char name[96];
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int ne = shapes[si].n_embd, nf = shapes[si].n_ff;
+        for (int q2 = 1; q2 >= 0; q2--) {
+            layer L;
+            memset(&L, 0, sizeof L);
+            if (moe_test_make_layer(&L.cpu, q2, ne, nf, N_EXPERT, CLAMP, 700 + 2 * si + q2))
+                exit(1);
+            L.gpu.n_expert = N_EXPERT;
+            L.gpu.clamp = CLAMP;
+            to_gpu_padded(&L.gpu.gate, &L.cpu.gate);
+            to_gpu_padded(&L.gpu.up, &L.cpu.up);
+            to_gpu_padded(&L.gpu.down, &L.cpu.down);
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                const int n = ns[ni];
+                const uint64_t seed = 710 + ni;
+                make_batch(B, n, n == 16 ? R_SHARED : R_RANDOM, seed);
+                bool ran = false;
+                for (int p = 0; p < 2; p++) {
+                    snprintf(name, sizeof name, "%s %s n_embd=%d n_ff=%d padded n=%d",
+                             q2 ? "q2" : "q4", p ? "minigemm" : "gemv", ne, nf, n);
+                    if (!want(name))
+                        continue;
+                    if (!ran)
+                        run_cpu(cc, &L, B, false, yc), ran = true;
+                    int rc = run_gpu(ctx, g, &L, B, (cuda_moe_path)p, false, NULL, yg, &err);
+                    for (int t = 0; t < n; t++) {
+                        memcpy(pc + (size_t)t * ne, yc + (size_t)t * N_EMBD, sizeof(float) * ne);
+                        memcpy(pg + (size_t)t * ne, yg + (size_t)t * N_EMBD, sizeof(float) * ne);
+                    }
+                    check(name, pg, pc, (size_t)n * ne, GPU_TOL, rc, seed);
+                }
+            }
+            free_layer(&L);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     filter = argc > 1 ? argv[1] : NULL;
@@ -392,6 +459,7 @@ int main(int argc, char **argv)
 
     mix_cases(true, ctx, cc, &g, B, yc, yg, y0);
     mix_cases(false, ctx, cc, &g, B, yc, yg, y0);
+    shape_cases(ctx, cc, &g, B, yc, yg);
 
     free(B), free(yc), free(yg), free(y0);
     cudaFree(g.ids), cudaFree(g.w), cudaFree(g.h), cudaFree(g.y);

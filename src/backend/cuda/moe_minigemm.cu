@@ -129,7 +129,10 @@ __device__ __forceinline__ void tile_block(const typename wt_block<T>::type *ra,
 template <int T>
 __host__ __device__ constexpr int tile_row_words(int nb)
 {
-    return (nb * (int)sizeof(typename wt_block<T>::type) + 3) / 4;
+    constexpr int bb = (int)sizeof(typename wt_block<T>::type);
+    /* whole words per block (Q2_K, Q4_K) need no rounding: the same code as before, which
+     * keeps k_mma_gate_up of those types within its register budget on sm_80 */
+    return bb % 4 == 0 ? nb * (bb / 4) : (nb * bb + 3) / 4;
 }
 
 template <int T, int NT>
