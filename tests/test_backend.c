@@ -18,20 +18,20 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "gguf/gguf.h"
 #include "model/forward.h"
-#include "model/mkmodel.h"
 #include "model/offload.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
-/* tests/cuda/test_cuda_forward.c GPU_LOGITS_TOL and GPU_ARGMAX_AGREE, checked here against
- * pretend GPU noise (measured: 1.0-1.5% rel L2, 0-3 of 64 argmax changes) */
-#define GPU_LOGITS_TOL 5e-2
-#define GPU_ARGMAX_AGREE 0.85
+/* GPU_LOGITS_TOL and GPU_ARGMAX_AGREE (tests/model_test_util.h, what
+ * tests/cuda/test_cuda_forward.c applies) are checked here against pretend GPU noise
+ * (measured: 1.0-1.5% rel L2, 0-3 of 64 argmax changes). */
 /* relative noise on each MoE output element: a few f32 ulps, a different summation order */
 #define F32_ORDER_NOISE 1e-6
 #define GIB (1ull << 30)
 
+#define MODEL_SEED 5 /* the generated models' weights */
+#define TOKEN_SEED 17
 #define N_PREFILL 60
 #define N_DECODE 4
 #define N_TOK (N_PREFILL + N_DECODE)
@@ -41,91 +41,36 @@ static cpu_pool *pool;
 
 static bool want(const char *name) { return !filter || strstr(name, filter); }
 
-typedef struct loaded {
-    void *buf;
-    model *m;
-} loaded;
-
-/* The tiny preset in memory; noflip: hash routing everywhere, the indexer never selecting. */
-static int load_tiny(loaded *L, const char *quant, bool noflip, ds4_error *err)
+/* The tiny preset (noflip: hash routing everywhere, the indexer never selecting); a failure
+ * reported as a failed case of name (nonzero: nothing to free). */
+static int load_tiny(mt_loaded *L, const char *quant, bool noflip, const char *name)
 {
-    model_mk_opts o;
-    memset(L, 0, sizeof *L);
-    int rc = model_mk_preset(&o, "tiny", err);
-    if (rc)
-        return rc;
-    o.quant = (model_mk_quant)model_mk_quant_from_name(quant);
-    o.fill = MODEL_MK_FILL_RANDOM;
-    o.seed = 5;
-    o.n_threads = 2;
-    if (noflip) {
-        o.hp.n_hash_layer = o.hp.n_layer;
-        o.hp.indexer_top_k = 4 * N_TOK;
-    }
-    size_t size;
-    gguf_file *f;
-    if ((rc = model_mk_write_memory(&o, &L->buf, &size, err)) != 0 ||
-        (rc = gguf_open_memory(&f, L->buf, size, err)) != 0)
-        return rc;
-    return model_load_file(&L->m, f, err);
+    return mt_load_tiny(L, quant, MODEL_SEED, noflip, N_TOK, name);
 }
 
-static void unload(loaded *L)
-{
-    model_free(L->m);
-    free(L->buf);
-}
-
-/* Prefill then single decode steps; logits [N_TOK][n_vocab]. */
+/* Prefill then single decode steps of the same random tokens; logits [N_TOK][n_vocab]. */
 static int run(const model *m, const model_offload *off, float *logits, ds4_error *err)
 {
     int32_t tok[N_TOK];
-    t_rng r = { 17 };
-    for (int i = 0; i < N_TOK; i++)
-        tok[i] = (int32_t)(t_next(&r) % m->hp.n_vocab);
-    model_state *s;
-    int rc = model_state_new(&s, m, N_TOK + 4, err);
-    if (rc)
-        return rc;
-    const size_t V = m->hp.n_vocab;
-    rc = model_forward_offload(pool, off, m, s, tok, N_PREFILL, logits, err);
-    for (int i = N_PREFILL; rc == 0 && i < N_TOK; i++)
-        rc = model_forward_offload(pool, off, m, s, tok + i, 1, logits + (size_t)i * V, err);
-    model_state_free(s);
-    return rc;
+    mt_tokens(tok, N_TOK, m->hp.n_vocab, TOKEN_SEED);
+    return mt_run(pool, off, m, tok, N_PREFILL, N_TOK, logits, err);
 }
 
-static size_t n_diff(const float *a, const float *b, size_t n)
+/* load_tiny, and the logits without a backend (*ref, [N_TOK][n_vocab], to free); a failure
+ * reported as a failed case of name (nonzero: nothing to free). */
+static int load_with_ref(mt_loaded *L, const char *quant, bool noflip, const char *name,
+                         float **ref)
 {
-    size_t d = 0;
-    for (size_t i = 0; i < n; i++)
-        d += memcmp(&a[i], &b[i], sizeof *a) != 0;
-    return d;
-}
-
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    double r = den > 0 ? sqrt(num / den) : sqrt(num);
-    return r == r ? r : INFINITY;
-}
-
-static int argmax_diff(const float *a, const float *b, size_t V)
-{
-    int d = 0;
-    for (int t = 0; t < N_TOK; t++) {
-        size_t ka = 0, kb = 0;
-        for (size_t i = 1; i < V; i++) {
-            ka = a[t * V + i] > a[t * V + ka] ? i : ka;
-            kb = b[t * V + i] > b[t * V + kb] ? i : kb;
-        }
-        d += ka != kb;
-    }
-    return d;
+    ds4_error err = { 0 };
+    if (load_tiny(L, quant, noflip, name) != 0)
+        return -1;
+    *ref = malloc((size_t)N_TOK * L->m->hp.n_vocab * sizeof **ref);
+    if (*ref != NULL && run(L->m, NULL, *ref, &err) == 0)
+        return 0;
+    t_check(false, "%s: forward without a backend: %s", name, *ref ? err.msg : "nomem");
+    free(*ref);
+    mt_unload(L);
+    return -1;
 }
 
 /* ======== a pretend device: the CPU backend's ops, its own memory figures ================ */
@@ -226,7 +171,7 @@ static ds4_backend *pretend_new(uint64_t free_bytes, uint64_t total, uint64_t la
 /* ======== cases ========================================================================== */
 
 /* Logits with the offload against logits without, bit for bit. */
-static void same_bits(const char *name, const loaded *L, const model_offload *off,
+static void same_bits(const char *name, const mt_loaded *L, const model_offload *off,
                       const float *ref)
 {
     const size_t n = (size_t)N_TOK * L->m->hp.n_vocab;
@@ -235,7 +180,7 @@ static void same_bits(const char *name, const loaded *L, const model_offload *of
     if (got == NULL || run(L->m, off, got, &err) != 0) {
         t_check(false, "%s: %s", name, got ? err.msg : "out of memory");
     } else {
-        const size_t d = n_diff(got, ref, n);
+        const size_t d = mt_n_diff(got, ref, n);
         t_case(d == 0, (double)d, 0, "%s (floats differing)", name);
     }
     free(got);
@@ -248,19 +193,10 @@ static void cpu_cases(const char *quant)
     if (!want(name))
         return;
     ds4_error err = { 0 };
-    loaded L;
-    if (load_tiny(&L, quant, false, &err) != 0) {
-        t_check(false, "%s: %s", name, err.msg);
+    mt_loaded L;
+    float *ref;
+    if (load_with_ref(&L, quant, false, name, &ref) != 0)
         return;
-    }
-    const size_t n = (size_t)N_TOK * L.m->hp.n_vocab;
-    float *ref = malloc(n * sizeof *ref);
-    if (ref == NULL || run(L.m, NULL, ref, &err) != 0) {
-        t_check(false, "%s: forward without a backend: %s", name, ref ? err.msg : "nomem");
-        free(ref);
-        unload(&L);
-        return;
-    }
     const ds4_type et = L.m->w.layers[0].ffn_gate_exps->type;
     for (int n_cpu = -1; n_cpu <= 2; n_cpu += 3) {
         model_offload *off = NULL;
@@ -279,7 +215,7 @@ static void cpu_cases(const char *quant)
         model_offload_free(off);
     }
     free(ref);
-    unload(&L);
+    mt_unload(&L);
 }
 
 /* Placement by memory on the pretend device, an explicit split that does not fit. */
@@ -288,19 +224,10 @@ static void placement_cases(void)
     if (!want("placement"))
         return;
     ds4_error err = { 0 };
-    loaded L;
-    if (load_tiny(&L, "q2", false, &err) != 0) {
-        t_check(false, "placement: %s", err.msg);
+    mt_loaded L;
+    float *ref;
+    if (load_with_ref(&L, "q2", false, "placement", &ref) != 0)
         return;
-    }
-    const size_t n = (size_t)N_TOK * L.m->hp.n_vocab;
-    float *ref = malloc(n * sizeof *ref);
-    if (ref == NULL || run(L.m, NULL, ref, &err) != 0) {
-        t_check(false, "placement: forward: %s", ref ? err.msg : "nomem");
-        free(ref);
-        unload(&L);
-        return;
-    }
     /* 10 GiB device: reserve 1 GiB; 4.5 GiB free, 1 GiB a layer: the last 3 layers fit */
     model_offload *off = NULL;
     ds4_backend *be = pretend_new(9 * GIB / 2, 10 * GIB, GIB, 0);
@@ -330,7 +257,7 @@ static void placement_cases(void)
     t_check(model_offload_reserve(8 * GIB) == GIB && model_offload_reserve(140 * GIB) == 7 * GIB,
             "reserve: max(1 GiB, 5%% of VRAM)");
     free(ref);
-    unload(&L);
+    mt_unload(&L);
 }
 
 /* GPU-sized noise on every MoE output through the whole forward, against half of
@@ -342,17 +269,16 @@ static void noise_cases(const char *quant)
     if (!want(name))
         return;
     ds4_error err = { 0 };
-    loaded L;
-    if (load_tiny(&L, quant, true, &err) != 0) {
-        t_check(false, "%s: %s", name, err.msg);
+    mt_loaded L;
+    float *ref;
+    if (load_with_ref(&L, quant, true, name, &ref) != 0)
         return;
-    }
     const size_t n = (size_t)N_TOK * L.m->hp.n_vocab;
-    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+    float *got = malloc(n * sizeof *got);
     model_offload *off = NULL;
     ds4_backend *be = pretend_new(80 * GIB, 80 * GIB, 1, F32_ORDER_NOISE);
-    int rc = ref && got && be ? run(L.m, NULL, ref, &err) : DS4_E_NOMEM;
-    if (rc == 0)
+    int rc = DS4_E_NOMEM;
+    if (got && be)
         rc = model_offload_new_on(&off, be, L.m, 0, &err);
     else
         backend_free(be);
@@ -361,8 +287,8 @@ static void noise_cases(const char *quant)
     if (rc) {
         t_check(false, "%s: %s", name, err.msg);
     } else {
-        const double e = rel_l2(got, ref, n);
-        const int am = argmax_diff(got, ref, L.m->hp.n_vocab);
+        const double e = mt_rel_l2(got, ref, n);
+        const int am = mt_argmax_diff(got, ref, N_TOK, L.m->hp.n_vocab);
         const int agree_min = (int)ceil(GPU_ARGMAX_AGREE * N_TOK);
         t_case(e < GPU_LOGITS_TOL / 2 && N_TOK - am >= agree_min, e, GPU_LOGITS_TOL / 2,
                "%s: MoE outputs x (1 +- %.0e): logits (argmax agrees on %d of %d)", name,
@@ -371,7 +297,7 @@ static void noise_cases(const char *quant)
     model_offload_free(off);
     free(ref);
     free(got);
-    unload(&L);
+    mt_unload(&L);
 }
 
 static void error_cases(void)
@@ -379,9 +305,11 @@ static void error_cases(void)
     if (!want("errors"))
         return;
     ds4_error err = { 0 };
-    loaded L, M;
-    if (load_tiny(&L, "q2", false, &err) != 0 || load_tiny(&M, "q4", false, &err) != 0) {
-        t_check(false, "errors: %s", err.msg);
+    mt_loaded L, M;
+    if (load_tiny(&L, "q2", false, "errors") != 0)
+        return;
+    if (load_tiny(&M, "q4", false, "errors") != 0) {
+        mt_unload(&L);
         return;
     }
     model_offload *off = NULL;
@@ -413,8 +341,8 @@ static void error_cases(void)
         model_state_free(s);
     }
     model_offload_free(off);
-    unload(&L);
-    unload(&M);
+    mt_unload(&L);
+    mt_unload(&M);
 }
 
 int main(int argc, char **argv)

@@ -1,20 +1,20 @@
 /* test_forward.c — the optimized CPU forward pass (src/model/forward.c) on tiny DS4-layout
- * models generated in memory (model_mk, the `ds4-mkmodel --preset tiny` generator) in the
- * q2, q4 and f16 type mixes: logits against the reference forward (the only differences are
- * the activation quantization and f32 accumulation), and three invariants that must hold
- * bit for bit: 1 thread == 2 == 3 threads, decode one token at a time == one prefill call ==
- * prefill split over calls (logits and caches), QAT on and off, the routed experts' GEMV and
- * mini-GEMM paths (DS4_DECODE_MOE_MINIGEMM=0|1). Then argument errors.
- * The token count passes every feature: the raw window, ratio-4 and ratio-128 rows, the
- * indexer selecting. Usage: test_forward [case-substring]. Spec: §3, §3.11, §4.1. */
+ * models generated in memory (model_mk, the `ds4-mkmodel --preset tiny` generator, made by
+ * tests/model_test_util.h) in the q2, q4 and f16 type mixes: logits against the reference
+ * forward (the only differences are the activation quantization and f32 accumulation), and
+ * three invariants that must hold bit for bit: 1 thread == 2 == 3 threads, decode one token
+ * at a time == one prefill call == prefill split over calls (logits and caches), QAT on and
+ * off, the routed experts' GEMV and mini-GEMM paths (DS4_DECODE_MOE_MINIGEMM=0|1). Then
+ * argument errors. The token count passes every feature: the raw window, ratio-4 and
+ * ratio-128 rows, the indexer selecting. Usage: test_forward [case-substring].
+ * Spec: §3, §3.11, §4.1. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf/gguf.h"
 #include "model/forward.h"
 #include "model/forward_ref.h"
-#include "model/mkmodel.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
 /* forward vs forward_ref where no discrete choice can flip (every layer hash-routed, the
@@ -32,6 +32,7 @@
 /* the invariants: same kernels on the same bytes whatever the threads or the split */
 #define FWD_EXACT_TOL 0.0
 
+#define MODEL_SEED 42 /* the generated models' weights (the tokens: t_seed) */
 #define N_TOK 140 /* > window 64, > 128 (first ratio-128 row), > 36 (indexer selecting) */
 #define SPLIT_A 37
 #define SPLIT_B 101
@@ -42,73 +43,6 @@ static cpu_pool *pools[4];
 static bool want(const char *name)
 {
     return !filter || strstr(name, filter);
-}
-
-typedef struct loaded {
-    void *buf;
-    model *m;
-} loaded;
-
-/* The tiny preset in a type mix (random valid blocks: quick to make); noflip: every layer
- * hash-routed and an indexer top-k above any visible count, so nothing discrete can flip. */
-static int make_tiny(loaded *L, const char *quant, bool noflip, ds4_error *err)
-{
-    model_mk_opts o;
-    memset(L, 0, sizeof *L);
-    int rc = model_mk_preset(&o, "tiny", err);
-    if (rc)
-        return rc;
-    o.quant = (model_mk_quant)model_mk_quant_from_name(quant);
-    o.fill = MODEL_MK_FILL_RANDOM;
-    o.seed = 42;
-    o.n_threads = 2;
-    if (noflip) {
-        o.hp.n_hash_layer = o.hp.n_layer;
-        o.hp.indexer_top_k = 4 * N_TOK;
-    }
-    size_t size;
-    gguf_file *f;
-    if ((rc = model_mk_write_memory(&o, &L->buf, &size, err)) != 0 ||
-        (rc = gguf_open_memory(&f, L->buf, size, err)) != 0)
-        return rc;
-    return model_load_file(&L->m, f, err);
-}
-
-/* make_tiny, a failure reported as a failed case of name (0, or nonzero: nothing to free). */
-static int load_tiny(loaded *L, const char *quant, bool noflip, const char *name)
-{
-    ds4_error err = {0};
-    if (make_tiny(L, quant, noflip, &err) == 0)
-        return 0;
-    t_check(false, "%s: make/load the model: %s", name, err.msg);
-    free(L->buf);
-    return -1;
-}
-
-static void unload(loaded *L)
-{
-    model_free(L->m);
-    free(L->buf);
-}
-
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    double r = den > 0 ? sqrt(num / den) : sqrt(num);
-    return r == r ? r : INFINITY;
-}
-
-/* Number of floats whose bits differ. */
-static size_t n_diff(const float *a, const float *b, size_t n)
-{
-    size_t d = 0;
-    for (size_t i = 0; i < n; i++)
-        d += memcmp(&a[i], &b[i], sizeof *a) != 0;
-    return d;
 }
 
 /* Whether two states hold the same caches and frontiers bit for bit. */
@@ -155,13 +89,6 @@ static int run_split(cpu_pool *p, const model *m, bool qat, const int32_t *tok,
     return rc;
 }
 
-static void gen_tokens(int32_t *tok, uint32_t V, uint64_t seed)
-{
-    t_rng r = {seed};
-    for (int i = 0; i < N_TOK; i++)
-        tok[i] = (int32_t)(t_next(&r) % V);
-}
-
 /* The split of N_TOK tokens into calls of one token each (0-terminated). */
 static void split_ones(uint32_t ones[N_TOK + 1])
 {
@@ -187,13 +114,13 @@ static void check_vs_ref(const char *quant, bool noflip, bool qat, bool median, 
     if (!want(name))
         return;
     ds4_error err = {0};
-    loaded L;
-    if (load_tiny(&L, quant, noflip, name))
+    mt_loaded L;
+    if (mt_load_tiny(&L, quant, MODEL_SEED, noflip, N_TOK, name))
         return;
     const model *m = L.m;
     const uint32_t V = m->hp.n_vocab;
     int32_t tok[N_TOK];
-    gen_tokens(tok, V, seed);
+    mt_tokens(tok, N_TOK, V, seed);
     float *ref = malloc((size_t)N_TOK * V * 4), *a = malloc((size_t)N_TOK * V * 4);
     model_state *sr = NULL, *s = NULL;
     const uint32_t whole[] = {N_TOK, 0};
@@ -208,7 +135,7 @@ static void check_vs_ref(const char *quant, bool noflip, bool qat, bool median, 
     else {
         double e[N_TOK];
         for (int t = 0; t < N_TOK; t++)
-            e[t] = rel_l2(a + (size_t)t * V, ref + (size_t)t * V, V);
+            e[t] = mt_rel_l2(a + (size_t)t * V, ref + (size_t)t * V, V);
         qsort(e, N_TOK, sizeof e[0], cmp_double);
         double v = median ? e[N_TOK / 2] : e[N_TOK - 1];
         t_case(v <= tol, v, tol, "%s, %d tokens (%s rel L2 per token; max %.3g)", name, N_TOK,
@@ -217,7 +144,7 @@ static void check_vs_ref(const char *quant, bool noflip, bool qat, bool median, 
     model_state_free(sr);
     model_state_free(s);
     free(ref), free(a);
-    unload(&L);
+    mt_unload(&L);
 }
 
 /* The bit-exact invariants on the full tiny model: threads, and how tokens are split into
@@ -229,14 +156,14 @@ static void check_invariants(const char *quant, bool qat, uint64_t seed)
     if (!want(name))
         return;
     ds4_error err = {0};
-    loaded L;
-    if (load_tiny(&L, quant, false, name))
+    mt_loaded L;
+    if (mt_load_tiny(&L, quant, MODEL_SEED, false, N_TOK, name))
         return;
     const model *m = L.m;
     const uint32_t V = m->hp.n_vocab;
     const size_t nl = (size_t)N_TOK * V;
     int32_t tok[N_TOK];
-    gen_tokens(tok, V, seed);
+    mt_tokens(tok, N_TOK, V, seed);
     float *a = malloc(nl * 4), *b = malloc(nl * 4);
     model_state *s1 = NULL, *s2 = NULL;
     const uint32_t whole[] = {N_TOK, 0};
@@ -245,7 +172,7 @@ static void check_invariants(const char *quant, bool qat, uint64_t seed)
         t_check(false, "%s: forward: %s", name, err.msg);
     for (int th = 1; rc == 0 && th <= 3; th += 2) {
         int rc2 = run_split(pools[th], m, qat, tok, whole, b, &s2, &err);
-        size_t d = rc2 ? nl : n_diff(a, b, nl);
+        size_t d = rc2 ? nl : mt_n_diff(a, b, nl);
         t_case(d == 0 && same_state(m, s1, s2), (double)d, FWD_EXACT_TOL,
                "%s: threads=%d == threads=2 (logits differing; state)", name, th);
         model_state_free(s2);
@@ -258,7 +185,7 @@ static void check_invariants(const char *quant, bool qat, uint64_t seed)
     const char *what[] = {"decode (1 token per call)", "prefill in calls 37+64+39"};
     for (int k = 0; rc == 0 && k < 2; k++) {
         int rc2 = run_split(pools[2], m, qat, tok, splits[k], b, &s2, &err);
-        size_t d = rc2 ? nl : n_diff(a, b, nl);
+        size_t d = rc2 ? nl : mt_n_diff(a, b, nl);
         t_case(d == 0 && same_state(m, s1, s2), (double)d, FWD_EXACT_TOL,
                "%s: %s == one prefill call (logits differing; state)", name, what[k]);
         model_state_free(s2);
@@ -268,13 +195,13 @@ static void check_invariants(const char *quant, bool qat, uint64_t seed)
         model_state *s = NULL;
         rc = model_state_new(&s, m, N_TOK + 4, &err);
         rc = rc ? rc : model_forward(m, s, tok, N_TOK, b, &err);
-        t_check(rc == 0 && n_diff(a, b, nl) == 0, "%s: model_forward (default pool, %d "
+        t_check(rc == 0 && mt_n_diff(a, b, nl) == 0, "%s: model_forward (default pool, %d "
                 "threads) == pool of 2", name, cpu_pool_default_threads());
         model_state_free(s);
     }
     model_state_free(s1);
     free(a), free(b);
-    unload(&L);
+    mt_unload(&L);
 }
 
 /* The routed experts' two CPU paths (kernels/cpu/moe.h) give the same logits bit for bit:
@@ -288,14 +215,14 @@ static void check_moe_paths(const char *quant, uint64_t seed)
     if (!want(name))
         return;
     ds4_error err = {0};
-    loaded L;
-    if (load_tiny(&L, quant, false, name))
+    mt_loaded L;
+    if (mt_load_tiny(&L, quant, MODEL_SEED, false, N_TOK, name))
         return;
     const model *m = L.m;
     const uint32_t V = m->hp.n_vocab;
     const size_t nl = (size_t)N_TOK * V;
     int32_t tok[N_TOK];
-    gen_tokens(tok, V, seed);
+    mt_tokens(tok, N_TOK, V, seed);
     float *a = malloc(nl * 4), *b = malloc(nl * 4);
     uint32_t fours[N_TOK / 4 + 2], ones[N_TOK + 1];
     int nf = 0;
@@ -314,7 +241,7 @@ static void check_moe_paths(const char *quant, uint64_t seed)
         for (int path = 0; path < 2; path++) {
             setenv("DS4_DECODE_MOE_MINIGEMM", path ? "1" : "0", 1);
             int rc2 = run_split(pools[2], m, true, tok, splits[k], b, &s, &err);
-            d += rc2 ? nl : n_diff(a, b, nl);
+            d += rc2 ? nl : mt_n_diff(a, b, nl);
             model_state_free(s);
             s = NULL;
         }
@@ -325,7 +252,7 @@ static void check_moe_paths(const char *quant, uint64_t seed)
     if (rc)
         t_check(false, "%s: forward: %s", name, err.msg);
     free(a), free(b);
-    unload(&L);
+    mt_unload(&L);
 }
 
 static void check_errors(void)
@@ -333,8 +260,8 @@ static void check_errors(void)
     if (!want("errors"))
         return;
     ds4_error err = {0};
-    loaded L;
-    if (load_tiny(&L, "f16", false, "errors"))
+    mt_loaded L;
+    if (mt_load_tiny(&L, "f16", MODEL_SEED, false, N_TOK, "errors"))
         return;
     const model *m = L.m;
     model_state *s = NULL;
@@ -359,7 +286,7 @@ static void check_errors(void)
         t_check(false, "errors: state: %s", err.msg);
     model_state_free(s);
     free(lg);
-    unload(&L);
+    mt_unload(&L);
 }
 
 int main(int argc, char **argv)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "kernels/cpu/moe_impl.h"
+#include "model_test_util.h"
 #include "moe_test_layer.h"
 #include "test_util.h"
 
@@ -179,14 +180,6 @@ static size_t rows_diff(const float *a, const float *b, int n, int64_t cols)
     return k;
 }
 
-static size_t n_diff(const float *a, const float *b, size_t n)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += memcmp(&a[i], &b[i], sizeof *a) != 0;
-    return k;
-}
-
 /* ======== 1. kernels against cpu_dot_*_ref ============================================== */
 
 static void check_kernels(const cpu_moe_ops *ops, uint64_t seed)
@@ -233,7 +226,7 @@ static void check_kernels(const cpu_moe_ops *ops, uint64_t seed)
                 float e0 = ref(n, w, x + t * nb), e1 = ref(n, w1, x + t * nb), o[2];
                 float v = k->gemv(w, xv + t * nb, nb);
                 k->gemv2(w, w1, xv + t * nb, nb, o);
-                bad += n_diff(&v, &e0, 1) + n_diff(&o[0], &e0, 1) + n_diff(&o[1], &e1, 1);
+                bad += mt_n_diff(&v, &e0, 1) + mt_n_diff(&o[0], &e0, 1) + mt_n_diff(&o[1], &e1, 1);
                 total += 3;
             }
             const quant_block_q8_k *xp[MAX_TOK];
@@ -253,8 +246,8 @@ static void check_kernels(const cpu_moe_ops *ops, uint64_t seed)
                 for (int t = 0; t < cnt; t++) {
                     float e0 = ref(n, w, x + t * nb), e1 = ref(n, w1, x + t * nb);
                     const float *g = o0 + t * MOE_TILE_ROWS;
-                    bad += n_diff(&g[0], &e0, 1) + n_diff(&g[1], &e1, 1) + n_diff(&g[2], &e0, 1);
-                    bad += n_diff(&o1[t * MOE_TILE_ROWS], &e0, 1) + n_diff(&o2[t * MOE_TILE_ROWS], &e1, 1);
+                    bad += mt_n_diff(&g[0], &e0, 1) + mt_n_diff(&g[1], &e1, 1) + mt_n_diff(&g[2], &e0, 1);
+                    bad += mt_n_diff(&o1[t * MOE_TILE_ROWS], &e0, 1) + mt_n_diff(&o2[t * MOE_TILE_ROWS], &e1, 1);
                     total += 5;
                 }
                 free(w3);
@@ -334,7 +327,7 @@ static void check_mix(const char *mix, const cpu_moe_ops *fast, int64_t n_embd, 
     run(c, pools[2], &L, B, 0, MAX_TOK, CPU_MOE_MINIGEMM, false, y, &err);
     for (int t = 0; t < MAX_TOK; t++) {
         run(c, pools[2], &L, B, t, 1, CPU_MOE_GEMV, false, y2, &err);
-        d += n_diff(y + t * N_EMBD, y2, (size_t)n_embd);
+        d += mt_n_diff(y + t * N_EMBD, y2, (size_t)n_embd);
     }
     t_case(d == 0, (double)d, MOE_EXACT_TOL, "%s: minigemm batch 16 == 16 gemv calls of 1 "
            "token", name);
@@ -351,7 +344,7 @@ static void check_mix(const char *mix, const cpu_moe_ops *fast, int64_t n_embd, 
     d = 0;
     for (int i = 0; i < MAX_TOK * N_EMBD; i++) {
         float e = (float)i * 1e-3f + y[i];
-        d += i % N_EMBD < n_embd && n_diff(&y2[i], &e, 1);
+        d += i % N_EMBD < n_embd && mt_n_diff(&y2[i], &e, 1);
     }
     t_case(d == 0, (double)d, MOE_EXACT_TOL, "%s: accumulate == y + routed sum", name);
 

@@ -21,6 +21,7 @@
 #include "model/forward.h"
 #include "model/mkmodel.h"
 #include "model/offload.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
 /* One MoE call on identical inputs: the GPU computes the CPU's formula (same Q8_K
@@ -28,13 +29,8 @@
  * Q8_K rounding flips (tests/cuda/test_cuda_moe.c GPU_TOL); a wrong expert, row or scale is
  * O(1). */
 #define GPU_MOE_TOL 1e-3
-/* Logits after the whole forward: relative noise of 1e-7..1e-4 on the MoE outputs alone
- * gives 0.7-2.7% rel L2 of the logits (tiny and small presets, tests/test_backend.c noise),
- * because each flipped Q8_0/Q8_K/FP8 rounding moves an activation by a whole step; a wrong
- * expert or row anywhere is O(1) (~100%). Argmax: those runs changed up to 4 of 64 tokens'
- * argmax (near ties of random logits), so most, not all, must agree. */
-#define GPU_LOGITS_TOL 5e-2
-#define GPU_ARGMAX_AGREE 0.85
+/* Logits after the whole forward: GPU_LOGITS_TOL and GPU_ARGMAX_AGREE, with their reasons, in
+ * tests/model_test_util.h (tests/test_backend.c "noise" checks them). */
 
 #define N_PREFILL 80 /* > CUDA_MOE_MAX_TOK (64): the CUDA call splits its launches */
 #define N_DECODE 4
@@ -50,16 +46,12 @@ static bool want(const char *name) { return !filter || strstr(name, filter); }
 static int make_model(const char *preset, const char *quant, model **out, ds4_error *err)
 {
     model_mk_opts o;
-    int rc = model_mk_preset(&o, preset, err);
+    int rc = mt_opts(&o, preset, quant, 7, err);
     if (rc)
         return rc;
     if (!strcmp(preset, "small"))
         model_mk_set_layers(&o, 4); /* 4 of its 8 layers: every layer kind, half the time */
-    o.quant = (model_mk_quant)model_mk_quant_from_name(quant);
-    o.fill = MODEL_MK_FILL_RANDOM;
-    o.seed = 7;
-    o.hp.n_hash_layer = o.hp.n_layer;
-    o.hp.indexer_top_k = 4 * N_TOK;
+    mt_noflip(&o, N_TOK);
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     char path[512];
     snprintf(path, sizeof path, "%s/ds4_cuda_forward_XXXXXX", dir);
@@ -72,51 +64,6 @@ static int make_model(const char *preset, const char *quant, model **out, ds4_er
         rc = model_load(out, path, err); /* mapped: the file may go now */
     unlink(path);
     return rc;
-}
-
-/* Prefill N_PREFILL tokens then N_DECODE single steps; logits [N_TOK][n_vocab]. */
-static int run(const model *m, const model_offload *off, cpu_pool *pool, const int32_t *tok,
-               float *logits, ds4_error *err)
-{
-    model_state *s;
-    int rc = model_state_new(&s, m, N_TOK + 4, err);
-    if (rc)
-        return rc;
-    const size_t V = m->hp.n_vocab;
-    rc = model_forward_offload(pool, off, m, s, tok, N_PREFILL, logits, err);
-    for (int i = N_PREFILL; rc == 0 && i < N_TOK; i++)
-        rc = model_forward_offload(pool, off, m, s, tok + i, 1, logits + (size_t)i * V, err);
-    model_state_free(s);
-    return rc;
-}
-
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    double r = den > 0 ? sqrt(num / den) : sqrt(num);
-    return r == r ? r : INFINITY;
-}
-
-static size_t argmax(const float *x, size_t n)
-{
-    size_t k = 0;
-    for (size_t i = 1; i < n; i++)
-        if (x[i] > x[k])
-            k = i;
-    return k;
-}
-
-/* Tokens whose argmax differ. */
-static int argmax_diff(const float *a, const float *b, size_t V)
-{
-    int d = 0;
-    for (int t = 0; t < N_TOK; t++)
-        d += argmax(a + (size_t)t * V, V) != argmax(b + (size_t)t * V, V);
-    return d;
 }
 
 /* ======== a checking backend: the CUDA backend, each call also run on the CPU ============= */
@@ -320,7 +267,7 @@ static void gpu_case(const char *name, const model *m, int n_cpu, cpu_pool *pool
     const uint32_t on = n_cpu < 0 ? m->hp.n_layer : m->hp.n_layer - (uint32_t)n_cpu;
     if (!t_check(off->n_on == on, "%s: %u of %u layers on the GPU (want %u)", name, off->n_on,
                  m->hp.n_layer, on)) {
-    } else if (run(m, off, pool, tok, got, &err) != 0) {
+    } else if (mt_run(pool, off, m, tok, N_PREFILL, N_TOK, got, &err) != 0) {
         t_check(false, "%s: %s", name, err.msg);
     } else {
         const size_t V = m->hp.n_vocab, n = (size_t)N_TOK * V;
@@ -328,8 +275,8 @@ static void gpu_case(const char *name, const model *m, int n_cpu, cpu_pool *pool
             t_case(k->finite && k->calls > 0 && k->max_rel < GPU_MOE_TOL, k->max_rel,
                    GPU_MOE_TOL, "%s: %d MoE calls vs CPU on the same inputs (max: layer %d)",
                    name, k->calls, k->worst_layer);
-        const double e = rel_l2(got, ref, n);
-        const int am = argmax_diff(got, ref, V);
+        const double e = mt_rel_l2(got, ref, n);
+        const int am = mt_argmax_diff(got, ref, N_TOK, V);
         const int agree_min = (int)ceil(GPU_ARGMAX_AGREE * N_TOK);
         t_case(e < GPU_LOGITS_TOL && N_TOK - am >= agree_min, e, GPU_LOGITS_TOL,
                "%s: logits (argmax agrees on %d of %d, want >= %d)", name, N_TOK - am, N_TOK,
@@ -368,11 +315,10 @@ static void model_cases(const char *preset, const char *quant, cpu_pool *pool)
     const size_t n = rc == 0 ? (size_t)N_TOK * m->hp.n_vocab : 1;
     if (rc == 0 && (!(ref = malloc(n * sizeof *ref)) || !(got = malloc(n * sizeof *got))))
         rc = ds4_error_set(&err, DS4_E_NOMEM, "out of memory");
-    t_rng r = { 99 };
-    for (int i = 0; rc == 0 && i < N_TOK; i++)
-        tok[i] = (int32_t)(t_next(&r) % m->hp.n_vocab);
-    if (rc == 0)
-        rc = run(m, cpu, pool, tok, ref, &err);
+    if (rc == 0) {
+        mt_tokens(tok, N_TOK, m->hp.n_vocab, 99);
+        rc = mt_run(pool, cpu, m, tok, N_PREFILL, N_TOK, ref, &err);
+    }
     if (rc)
         t_check(false, "%s %s: CPU reference: %s", preset, quant, err.msg);
     for (int c = 0; rc == 0 && c < 3; c++)
