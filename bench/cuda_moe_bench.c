@@ -7,8 +7,10 @@
  *   indep:  every token draws its own 6 experts per iteration (little to share).
  * Times graph replays of R calls with CUDA events (median and min over replays, per call),
  * weight bytes = distinct experts read per call, % of the device-to-device copy bandwidth
- * (auto: CUDA_MOE_AUTO, its ratio 'bN' to the faster of the two forced paths)
- * (read + write bytes) measured in the same run. Checks gemv == minigemm before timing.
+ * (read + write bytes) measured in the same run. Paths: gemv (on sm_90 the fused one-launch
+ * kernel where it takes the batch: up to CUDA_FUSED_MAX_TOK tokens), minigemm, auto
+ * (CUDA_MOE_AUTO, its ratio 'bN' to the fastest forced path), gemv4 (the four-launch GEMV,
+ * DS4_CUDA_MOE_FUSED=0). Checks gemv == minigemm == gemv4 before timing.
  * At batch 1 cold it also times the GEMV path three ways, interleaved (DS4_CUDA_MOE_FUSED):
  * the fused one-launch kernel, the four-launch path it replaces, and the fused kernel's copies
  * alone (no arithmetic: the data-movement floor of its pipeline; outputs unchecked).
@@ -251,7 +253,7 @@ int main(int argc, char **argv)
     CU(cudaMemcpy(w, ww, sizeof ww, cudaMemcpyHostToDevice));
     CU(cudaDeviceSynchronize());
     static int32_t hid[R_CALLS * MAX_TOK * N_USED];
-    static float y0[MAX_TOK * N_EMBD], y1[MAX_TOK * N_EMBD];
+    static float y0[MAX_TOK * N_EMBD], y1[MAX_TOK * N_EMBD], y2[MAX_TOK * N_EMBD];
     cudaEvent_t e0, e1;
     CU(cudaEventCreate(&e0));
     CU(cudaEventCreate(&e1));
@@ -278,17 +280,21 @@ int main(int argc, char **argv)
                 const double distinct = make_ids(hid, n, regime);
                 CU(cudaMemcpy(ids, hid, sizeof(int32_t) * R_CALLS * n * N_USED, cudaMemcpyHostToDevice));
                 CU(cudaDeviceSynchronize()); /* the context's stream does not wait for it */
-                cudaGraphExec_t gx[3];
-                for (int p = 0; p < 3; p++) {
+                enum { NP = 4 };
+                cudaGraphExec_t gx[NP];
+                for (int p = 0; p < NP; p++) {
                     cuda_moe_args a = {&L, n, N_USED, ids, w, h, N_EMBD, y, N_EMBD, false,
-                                       p == 2 ? CUDA_MOE_AUTO : (cuda_moe_path)p, 0};
+                                       p == 2 ? CUDA_MOE_AUTO : p == 3 ? CUDA_MOE_GEMV : (cuda_moe_path)p, 0};
+                    if (p == 3)
+                        setenv("DS4_CUDA_MOE_FUSED", "0", 1);
                     /* check once (gemv == minigemm on the first id set), size the scratch */
                     if (cuda_moe_run(ctx, &a, &err) || cuda_moe_sync(ctx, &err)) {
                         fprintf(stderr, "%s\n", err.msg);
                         return 1;
                     }
-                    if (p < 2)
-                        CU(cudaMemcpy(p ? y1 : y0, y, sizeof(float) * n * N_EMBD, cudaMemcpyDeviceToHost));
+                    if (p != 2)
+                        CU(cudaMemcpy(p == 0 ? y0 : p == 1 ? y1 : y2, y, sizeof(float) * n * N_EMBD,
+                                      cudaMemcpyDeviceToHost));
                     if (p < 2 && regime == COLD && (n == 1 || n == 8)) {
                         setenv("DS4_MOE_STAGE_PROFILE", "1", 1);
                         for (int k = 0; k < 3; k++)
@@ -307,18 +313,23 @@ int main(int argc, char **argv)
                     CU(cudaStreamEndCapture(st, &g));
                     CU(cudaGraphInstantiate(&gx[p], g, 0));
                     CU(cudaGraphDestroy(g));
+                    unsetenv("DS4_CUDA_MOE_FUSED");
                 }
-                double num = 0, den = 0;
-                for (int i = 0; i < n * N_EMBD; i++)
-                    num += (double)(y1[i] - y0[i]) * (y1[i] - y0[i]), den += (double)y0[i] * y0[i];
-                const double rel = sqrt(num / (den > 0 ? den : 1));
-                if (!(rel < 1e-3)) {
-                    printf("FAIL  %s %s n=%d: minigemm vs gemv rel L2 %.3g\n", mix, regime_name[regime], n, rel);
-                    return 1;
+                for (int c = 1; c <= 2; c++) {
+                    const float *yc = c == 1 ? y1 : y2;
+                    double num = 0, den = 0;
+                    for (int i = 0; i < n * N_EMBD; i++)
+                        num += (double)(yc[i] - y0[i]) * (yc[i] - y0[i]), den += (double)y0[i] * y0[i];
+                    const double rel = sqrt(num / (den > 0 ? den : 1));
+                    if (!(rel < 1e-3)) {
+                        printf("FAIL  %s %s n=%d: %s vs gemv rel L2 %.3g\n", mix, regime_name[regime], n,
+                               c == 1 ? "minigemm" : "gemv4", rel);
+                        return 1;
+                    }
                 }
-                double t[3][64];
+                double t[NP][64];
                 for (int r = -2; r < reps; r++)
-                    for (int p = 0; p < 3; p++) {
+                    for (int p = 0; p < NP; p++) {
                         CU(cudaEventRecord(e0, st));
                         CU(cudaGraphLaunch(gx[p], st));
                         CU(cudaEventRecord(e1, st));
@@ -332,17 +343,22 @@ int main(int argc, char **argv)
                     fprintf(stderr, "%s\n", err.msg);
                     return 1;
                 }
-                double med[3];
+                double med[NP];
                 const int nr = reps < 64 ? reps : 64;
-                static const char *pname[] = {"gemv", "minigemm", "auto"};
-                for (int p = 0; p < 3; p++) {
+                static const char *pname[] = {"gemv", "minigemm", "auto", "gemv4"};
+                for (int p = 0; p < NP; p++)
                     med[p] = bench_median(t[p], nr);
+                double best = med[0] < med[1] ? med[0] : med[1];
+                best = med[3] < best ? med[3] : best;
+                for (int p = 0; p < NP; p++) {
                     const double gbs = distinct * expert_bytes / (med[p] * 1e-6) / 1e9;
                     char ratio[16] = "";
                     if (p == 1)
                         snprintf(ratio, sizeof ratio, "%.2f", med[1] / med[0]);
-                    if (p == 2) /* auto over the faster of the two */
-                        snprintf(ratio, sizeof ratio, "b%.2f", med[2] / (med[0] < med[1] ? med[0] : med[1]));
+                    if (p == 2) /* auto over the fastest forced path */
+                        snprintf(ratio, sizeof ratio, "b%.2f", med[2] / best);
+                    if (p == 3)
+                        snprintf(ratio, sizeof ratio, "g%.2f", med[3] / med[0]);
                     printf("%-3s %-6s %5d %-9s %10.1f %10.1f %8.0f %6.1f%% %8s\n", mix,
                            regime_name[regime], n, pname[p], med[p], t[p][0], gbs,
                            100.0 * gbs / bw, ratio);

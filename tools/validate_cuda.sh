@@ -4,7 +4,7 @@
 # errors (nvcc and the host compiler); the ptxas report must show no local-memory spills or
 # stack frames in any kernel; cuobjdump -sass of the mini-GEMM object must show tensor-core
 # instructions (IMMA/HMMA/HGMMA) in every k_mma_* kernel on every architecture, and the GEMV
-# kernels their integer dot products (IDP); on sm_90a the fused batch-1 kernel (moe_fused.cu)
+# kernels their integer dot products (IDP); on sm_90a the fused kernels (moe_fused.cu)
 # must show its bulk copies (UBLKCP), mbarrier waits (SYNCS) and IDP. Prints a summary; exits
 # non-zero on any breach.
 # Skips (exit 0, says why) only when nvcc is missing and DS4_REQUIRE_CUDA is unset.

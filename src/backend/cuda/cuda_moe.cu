@@ -1,8 +1,9 @@
 /* cuda_moe.cu — the decode-MoE dispatcher behind cuda_moe.h: host-side checks, scratch
  * (Q8_K activations, mids, tiles) grown on demand, the path choice (env, then tuning.cuh),
  * the launch sequence per path (quantize h; gate/up+SwiGLU; quantize mid; down+sum; the
- * mini-GEMM path adds the grouping kernel first; the GEMV path at batch 1 on sm_90 is one fused
- * launch instead, moe_fused.cu, unless DS4_CUDA_MOE_FUSED=0), the CUDA-event stage profile,
+ * mini-GEMM path adds the grouping kernel first; the GEMV path up to CUDA_FUSED_MAX_TOK tokens
+ * on sm_90 is one fused launch instead, moe_fused.cu, unless DS4_CUDA_MOE_FUSED=0; CUDA_MOE_AUTO
+ * takes it up to CUDA_MOE_FUSED_AUTO_MAX_TOK tokens), the CUDA-event stage profile,
  * and the random block filler for benchmarks. Holds no MoE kernels (moe_gemv.cu,
  * moe_minigemm.cu, moe_fused.cu). */
 #include <stdio.h>
@@ -33,7 +34,7 @@ struct cuda_moe_ctx {
     cudaEvent_t ev[N_EV];
     bool fused_hw;          /* sm_90+ with cooperative launches: the fused batch-1 kernel */
     int n_sm, smem_optin;
-    int fused_smem[3][3];   /* the shared-memory limit set per (gate, down) kernel */
+    int fused_smem[3][3][2]; /* the shared-memory limit set per (gate, down, batch) kernel */
     uint64_t *signmask;     /* IQ2_XXS sign bytes as 0x00/0xFF byte masks, device */
     unsigned long long *bar; /* the fused kernel's grid-barrier counter */
     unsigned long long *trace; /* the fused kernel's stamps (DS4_CUDA_MOE_FUSED_TRACE=1), device */
@@ -340,18 +341,26 @@ extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *
     const moe_wt gate = to_wt(&L->gate), up = to_wt(&L->up), down = to_wt(&L->down);
     const int tg = wt_type(L->gate.type), td = wt_type(L->down.type);
     const moe_iq2_tables tab = {c->grid, c->signs};
-    const cuda_moe_path path = a->path == CUDA_MOE_AUTO ? cuda_moe_auto_path(L->gate.type, a->n_tok)
-                                                        : a->path;
+    cuda_moe_path path = a->path == CUDA_MOE_AUTO ? cuda_moe_auto_path(L->gate.type, a->n_tok)
+                                                  : a->path;
     const bool prof = stage_profile();
     cudaStream_t s = c->stream;
-    c->last = path;
-    const int fmode = path == CUDA_MOE_GEMV && a->n_tok == 1 && c->fused_hw ? fused_mode() : 0;
     fused_plan fp;
-    if (fmode && (uintptr_t)a->h % 16 == 0 &&
-        cuda_moe_fused_plan(&fp, tg, td, &gate, &up, &down, a->n_used, c->n_sm, c->smem_optin)) {
-        if (fp.smem > c->fused_smem[tg][td]) {
-            CK(cuda_moe_fused_prepare(tg, td, fp.smem), "fused kernel shared memory");
-            c->fused_smem[tg][td] = fp.smem;
+    const bool fused_ok = a->n_tok <= CUDA_FUSED_MAX_TOK && c->fused_hw && fused_mode() &&
+                          (uintptr_t)a->h % 16 == 0 && (a->n_tok == 1 || a->ldh % 4 == 0) &&
+                          cuda_moe_fused_plan(&fp, tg, td, &gate, &up, &down, a->n_tok, a->n_used,
+                                              c->n_sm, c->smem_optin);
+    /* the automatic choice: the fused kernel where it runs, up to the measured batch */
+    if (a->path == CUDA_MOE_AUTO && path == CUDA_MOE_BY_ROUTING && fused_ok &&
+        a->n_tok <= CUDA_MOE_FUSED_AUTO_MAX_TOK)
+        path = CUDA_MOE_GEMV;
+    c->last = path;
+    const int fmode = path == CUDA_MOE_GEMV && fused_ok ? fused_mode() : 0;
+    if (fmode) {
+        const int mb = a->n_tok > 1;
+        if (fp.smem > c->fused_smem[tg][td][mb]) {
+            CK(cuda_moe_fused_prepare(tg, td, mb != 0, fp.smem), "fused kernel shared memory");
+            c->fused_smem[tg][td][mb] = fp.smem;
         }
         const char *tenv = getenv("DS4_CUDA_MOE_FUSED_TRACE");
         const bool trace = prof && tenv && tenv[0] == '1';
@@ -359,20 +368,20 @@ extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *
             CK(cudaMalloc((void **)&c->trace, sizeof *c->trace * CUDA_FUSED_TRACE * 1024), "trace");
         if (prof)
             CK(cudaEventRecord(c->ev[ST_XQ], s), "event");
-        CK(cuda_moe_fused_b1(tg, td, &fp, &gate, &up, &down, c->grid, c->signmask, a->h, a->ids,
-                             a->weights, a->n_used, L->n_expert, L->clamp, v.mid, a->y,
-                             a->accumulate, c->flag, c->bar, trace && fp.n_blocks <= 1024 ? c->trace : NULL,
-                             fmode == 2 ? 1 : fmode == 3 ? 2 : 0,
-                             fmode != 4, s), "fused moe");
+        CK(cuda_moe_fused_run(tg, td, &fp, &gate, &up, &down, c->grid, c->signmask, a->h, a->ldh,
+                              a->ids, a->weights, a->n_tok, a->n_used, L->n_expert, L->clamp, v.mid,
+                              a->y, a->ldy, a->accumulate, c->flag, c->bar,
+                              trace && fp.n_blocks <= 1024 ? c->trace : NULL,
+                              fmode == 2 ? 1 : fmode == 3 ? 2 : 0, fmode != 4, s), "fused moe");
         if (prof) {
             float ms;
             CK(cudaEventRecord(c->ev[ST_END], s), "event");
             CK(cudaEventSynchronize(c->ev[ST_END]), "event sync");
             CK(cudaEventElapsedTime(&ms, c->ev[ST_XQ], c->ev[ST_END]), "event time");
             fprintf(stderr,
-                    "ds4: CUDA MoE stage layer=%d tokens=1 pairs=%d path=gemv-fused gate=%s down=%s "
+                    "ds4: CUDA MoE stage layer=%d tokens=%d pairs=%d path=gemv-fused gate=%s down=%s "
                     "blocks=%d slots=%dx%d fused=%.4f total=%.4f ms\n",
-                    a->layer_index, a->n_used, quant_get_traits(L->gate.type)->name,
+                    a->layer_index, a->n_tok, a->n_tok * a->n_used, quant_get_traits(L->gate.type)->name,
                     quant_get_traits(L->down.type)->name, fp.n_blocks, fp.n_slots, fp.slot_bytes,
                     ms, ms);
             if (trace && fp.n_blocks <= 1024 && (rc = fused_trace_print(c, fp.n_blocks, err)))

@@ -41,10 +41,12 @@
 #define CUDA_MMA_DOWN_BLOCKS_PER_SM 2
 #endif
 
-/* fused batch-1 kernel (moe_fused.cu, sm_90): warps per block (one block per SM), the bytes
+/* fused kernel (moe_fused.cu, sm_90): warps per block (one block per SM), the bytes
  * of one ring slot (a gate/up item: that many bytes of gate + up rows, 2 rows per warp at
- * most), the ring depth cap (the rest of the SM's shared memory decides below it), and the
- * size of one bulk copy (an item's spans are cut into copies of that many bytes) */
+ * most; a batch that leaves room for fewer than 3 slots halves it, down to 4 rows, while that
+ * gives more), the ring depth cap (the rest
+ * of the SM's shared memory decides below it), the size of one bulk copy (an item's spans are
+ * cut into copies of that many bytes), the largest batch it takes */
 #ifndef CUDA_FUSED_WARPS
 #define CUDA_FUSED_WARPS 16
 #endif
@@ -58,13 +60,19 @@
 #define CUDA_FUSED_COPY_CHUNK (1 << 20) /* bytes per bulk copy (a multiple of 16); run 11: 4 KB
                                            and 16 KB pieces were slower than whole spans */
 #endif
+#ifndef CUDA_FUSED_MAX_TOK
+#define CUDA_FUSED_MAX_TOK 8 /* the fused kernel takes batches up to this many tokens (the
+                                distinct experts' rows streamed once, dotted per token) */
+#endif
 #ifndef CUDA_FUSED_CP_ASYNC
 #define CUDA_FUSED_CP_ASYNC 0 /* 1: the producer warp's 32 lanes move the rows with 16-byte
                                  cp.async instead of bulk copies */
 #endif
 
 /* CUDA_MOE_AUTO: below this batch the GEMV path always (batch 1: GEMV 47 vs mini-GEMM 71 us
- * q2, 51 vs 91 us q4 on the H100; fused GEMV 29 vs 71 us q2, 32 vs 88 us q4 on the H200); from it, the choice is made on the device per call: mini-GEMM when
+ * q2, 51 vs 91 us q4 on the H100; fused GEMV 29 vs 71 us q2, 32 vs 88 us q4 on the H200); from
+ * it (above CUDA_MOE_FUSED_AUTO_MAX_TOK where the fused kernel runs), the choice is made on
+ * the device per call: mini-GEMM when
  * 100 * tiles < X100 * n_tok. Measured (docs/perf.md, H100): a mini-GEMM tile costs about
  * 8.3 us (q2) / 10.2 us (q4), a GEMV token about 23.5 / 29 us, so the break-even is near
  * 2.8 tiles per token for both mixes. */
@@ -73,6 +81,16 @@
 #endif
 #ifndef CUDA_MOE_MG_TILES_PER_TOK_X100
 #define CUDA_MOE_MG_TILES_PER_TOK_X100 280
+#endif
+/* CUDA_MOE_AUTO with the fused kernel (sm_90, its plan fits): the fused GEMV up to this batch,
+ * the device-side choice above it. H200 (docs/cuda-runs/run17, us, fused / four-launch GEMV /
+ * mini-GEMM): batch 2 cold q2 43.7 / 66.8 / 73.9, q4 47.7 / 74.8 / 95.6; batch 4 cold q2
+ * 69.2 / 119.6 / 76.7, q4 75.2 / 130.4 / 105.6; batch 4 indep q2 110.6 / 122.7 / 223.9; batch
+ * 8 cold q2 139.8 / 218.7 / 86.5 (mini-GEMM), q4 130.4 / 239.3 / 129.2; batch 8 indep q2
+ * 297 / 227 / 409 (four-launch), q4 241 / 243 / 537: the fused kernel wins through batch 4,
+ * not at 8 (it costs ~14 us per extra token: every token's dots, 16 warps per SM). */
+#ifndef CUDA_MOE_FUSED_AUTO_MAX_TOK
+#define CUDA_MOE_FUSED_AUTO_MAX_TOK 4
 #endif
 
 #endif
