@@ -3,7 +3,7 @@
  * the launch sequence per path (quantize h; gate/up+SwiGLU; quantize mid; down+sum; the
  * mini-GEMM path adds the grouping kernel first; the GEMV path up to CUDA_FUSED_MAX_TOK tokens
  * on sm_90 is one fused launch instead, moe_fused.cu, unless DS4_CUDA_MOE_FUSED=0; CUDA_MOE_AUTO
- * takes it up to CUDA_MOE_FUSED_AUTO_MAX_TOK tokens), the CUDA-event stage profile,
+ * takes it up to CUDA_MOE_FUSED_AUTO_MAX_TOK(_IQ2) tokens), the CUDA-event stage profile,
  * and the random block filler for benchmarks. Holds no MoE kernels (moe_gemv.cu,
  * moe_minigemm.cu, moe_fused.cu). */
 #include <stdio.h>
@@ -352,7 +352,7 @@ extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *
                                               c->n_sm, c->smem_optin);
     /* the automatic choice: the fused kernel where it runs, up to the measured batch */
     if (a->path == CUDA_MOE_AUTO && path == CUDA_MOE_BY_ROUTING && fused_ok &&
-        a->n_tok <= CUDA_MOE_FUSED_AUTO_MAX_TOK)
+        a->n_tok <= (tg == WT_IQ2_XXS ? CUDA_MOE_FUSED_AUTO_MAX_TOK_IQ2 : CUDA_MOE_FUSED_AUTO_MAX_TOK))
         path = CUDA_MOE_GEMV;
     c->last = path;
     const int fmode = path == CUDA_MOE_GEMV && fused_ok ? fused_mode() : 0;

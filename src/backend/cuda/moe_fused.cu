@@ -12,7 +12,8 @@
  * Batch n >= 2 (k_fused<.., MB = true>): the producer warp first groups the pairs by expert
  * (distinct experts in order of first use, each with its pairs), the items are per distinct
  * expert, so each expert's rows are read once; a gate/up row is decoded once per chunk and
- * dotted with up to FNP pairs' activations (every token's, lane-major in shared memory), down
+ * dotted with up to FNP pairs' activations (every token's, lane-major in shared memory; with
+ * CUDA_FUSED_GU2 the gate and up rows in one pass, each activation chunk read once), down
  * rows with each pair's mids, summed per token in registers (per-token order: the distinct
  * order). IQ2_XXS: a 64 KB shared table of 256 rows x (32 copies of the grid word, 32 of the
  * sign word), lane l reading copy l (conflict-free 4-byte lookups); a grid word has each
@@ -421,6 +422,123 @@ __device__ __forceinline__ void dot_gu_m(const unsigned char *row, const int4 *c
     }
 }
 
+/* dot_gu_m for the gate row rg and the up row ru at once: each activation chunk is read from
+ * shared memory once for both rows (og: gate, ou: up). */
+template <int T>
+__device__ __forceinline__ void dot_gu2_m(const unsigned char *rg, const unsigned char *ru,
+                                          const int4 *x0p, const int16_t *bs0, const int (&tk)[FNP],
+                                          const float (&dx)[FNP], int n, int lane, const unsigned char *tab,
+                                          float (&og)[FNP], float (&ou)[FNP])
+{
+    const int b = lane >> 1, hf = lane & 1;
+    int sg_[FNP], su_[FNP];
+#pragma unroll
+    for (int j = 0; j < FNP; j++)
+        sg_[j] = su_[j] = 0;
+    if constexpr (T == WT_IQ2_XXS) {
+        const unsigned a = 66u * b + 2u + 32u * hf, sh = (a & 3u) * 8u;
+        const uint32_t *wg = (const uint32_t *)(rg + (a & ~3u)), *wu = (const uint32_t *)(ru + (a & ~3u));
+        const float dwg = f16f(*(const uint16_t *)(rg + 66 * b)), dwu = f16f(*(const uint16_t *)(ru + 66 * b));
+        const uint32_t L = 4u * (uint32_t)lane | (128u + 4u * (uint32_t)lane) << 8;
+        const uint32_t tabs = saddr(tab);
+        const uint32_t pos = 0x002B1908u | L << 24;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            uint32_t lo[2][4], hi[2][4];
+            int sgn[2];
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                /* the chunk's 3 words, read here (fewer live registers than all 9) */
+                const uint32_t *w = m ? wu : wg;
+                const uint32_t w0 = w[2 * c], w1 = w[2 * c + 1], w2 = c < 3 || sh ? w[2 * c + 2] : 0u;
+                const uint32_t q0 = __funnelshift_r(w0, w1, sh);
+                const uint32_t q1 = __funnelshift_r(w1, w2, sh);
+#pragma unroll
+                for (int g = 0; g < 4; g++) {
+                    const uint32_t ga = prmt(q0, L, 0x7604u | (uint32_t)g << 4);
+                    const uint32_t sa = prmt(q1 << g, L, 0x7605u | (uint32_t)g << 4);
+                    const uint32_t sel = lds32(tabs + ga) | lds32(tabs + sa);
+                    lo[m][g] = prmt(pos, 0x00D5E7F8u, sel);
+                    hi[m][g] = prmt(pos, 0x00D5E7F8u, sel >> 16);
+                }
+                sgn[m] = 2 * (int)(q1 >> 28) + 1;
+            }
+#pragma unroll
+            for (int j = 0; j < FNP; j++) {
+                if (j >= n)
+                    continue;
+                const int4 x0 = (x0p + 256 * tk[j])[32 * (2 * c)], x1 = (x0p + 256 * tk[j])[32 * (2 * c + 1)];
+                const int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+                int ag = 0, au = 0;
+#pragma unroll
+                for (int g = 0; g < 4; g++) {
+                    ag = __dp4a((int)lo[0][g], xw[2 * g], ag);
+                    ag = __dp4a((int)hi[0][g], xw[2 * g + 1], ag);
+                    au = __dp4a((int)lo[1][g], xw[2 * g], au);
+                    au = __dp4a((int)hi[1][g], xw[2 * g + 1], au);
+                }
+                sg_[j] += ag * sgn[0];
+                su_[j] += au * sgn[1];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < FNP; j++) {
+            og[j] = dx[j] * (0.125f * dwg) * (float)sg_[j];
+            ou[j] = dx[j] * (0.125f * dwu) * (float)su_[j];
+        }
+    } else { /* Q4_K */
+        const unsigned char *bg = rg + 144 * b, *bu = ru + 144 * b;
+        const uint4 hg = *(const uint4 *)bg, hu = *(const uint4 *)bu;
+        const uint4 *qvg = (const uint4 *)(bg + 16 + 64 * hf), *qvu = (const uint4 *)(bu + 16 + 64 * hf);
+        uint32_t scg, mg, scu, mu;
+        q4k_scales4(hg, hf != 0, &scg, &mg);
+        q4k_scales4(hu, hf != 0, &scu, &mu);
+        int mg_[FNP], mu_[FNP];
+#pragma unroll
+        for (int j = 0; j < FNP; j++)
+            mg_[j] = mu_[j] = 0;
+#pragma unroll
+        for (int cp = 0; cp < 2; cp++) {
+            const uint4 g0 = qvg[2 * cp], g1 = qvg[2 * cp + 1], u0 = qvu[2 * cp], u1 = qvu[2 * cp + 1];
+            const uint32_t vg[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+            const uint32_t vu[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
+#pragma unroll
+            for (int j = 0; j < FNP; j++) {
+                if (j >= n)
+                    continue;
+                int xw[16];
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int4 t = (x0p + 256 * tk[j])[32 * (4 * cp + k)];
+                    xw[4 * k] = t.x, xw[4 * k + 1] = t.y, xw[4 * k + 2] = t.z, xw[4 * k + 3] = t.w;
+                }
+                int glo = 0, ghi = 0, ulo = 0, uhi = 0;
+#pragma unroll
+                for (int w = 0; w < 8; w++) {
+                    glo = __dp4a((int)(vg[w] & 0x0F0F0F0Fu), xw[w], glo);
+                    ghi = __dp4a((int)((vg[w] >> 4) & 0x0F0F0F0Fu), xw[8 + w], ghi);
+                    ulo = __dp4a((int)(vu[w] & 0x0F0F0F0Fu), xw[w], ulo);
+                    uhi = __dp4a((int)((vu[w] >> 4) & 0x0F0F0F0Fu), xw[8 + w], uhi);
+                }
+                const int16_t *s = bs0 + 256 * tk[j] + 4 * cp;
+                const int x0 = (int)s[0] + (int)s[1], x1 = (int)s[2] + (int)s[3];
+                sg_[j] += (int)byte_of(scg, 2 * cp) * glo + (int)byte_of(scg, 2 * cp + 1) * ghi;
+                su_[j] += (int)byte_of(scu, 2 * cp) * ulo + (int)byte_of(scu, 2 * cp + 1) * uhi;
+                mg_[j] += (int)byte_of(mg, 2 * cp) * x0 + (int)byte_of(mg, 2 * cp + 1) * x1;
+                mu_[j] += (int)byte_of(mu, 2 * cp) * x0 + (int)byte_of(mu, 2 * cp + 1) * x1;
+            }
+        }
+        const float dg = f16f((uint16_t)(hg.x & 0xffffu)), dming = f16f((uint16_t)(hg.x >> 16));
+        const float du = f16f((uint16_t)(hu.x & 0xffffu)), dminu = f16f((uint16_t)(hu.x >> 16));
+        (void)tab;
+#pragma unroll
+        for (int j = 0; j < FNP; j++) {
+            og[j] = dx[j] * (dg * (float)sg_[j] - dming * (float)mg_[j]);
+            ou[j] = dx[j] * (du * (float)su_[j] - dminu * (float)mu_[j]);
+        }
+    }
+}
+
 /* The same as issue(), by the 32 lanes of the producer warp with 16-byte cp.async; each lane
  * then arrives on the slot's barrier when its copies are done (barrier count 32). */
 __device__ __forceinline__ void cp16_span(unsigned char *dst, const unsigned char *src, unsigned n, int lane)
@@ -744,22 +862,27 @@ __global__ void __launch_bounds__(FT + 32, 1) k_fused(const __grid_constant__ fu
             for (int r = (wp - c0 % FW + FW) % FW; r < m; r += FW)
                 for (int en = e0; en < e1; en += FNP) {
                     const int n = min(FNP, e1 - en);
-                    int pr[FNP];
+                    int pr[FNP], tk[FNP];
                     const int4 *xp[FNP];
                     const int16_t *bsp[FNP];
                     float dxv[FNP], g[FNP], u[FNP];
 #pragma unroll
                     for (int j = 0; j < FNP; j++) {
                         const int p = s_ep[en + min(j, n - 1)], t = p / a.n_used, blk = t * nbx + b;
-                        pr[j] = p;
+                        pr[j] = p, tk[j] = t;
                         xp[j] = (const int4 *)aq + 8 * 32 * t + lane;
                         bsp[j] = abs_ + 16 * blk + 8 * hf;
                         dxv[j] = ad[blk];
                         g[j] = u[j] = 0.0f;
                     }
                     if (ok && a.mode == 0) {
+#if CUDA_FUSED_GU2
+                        dot_gu2_m<TG>(slot + r * rbg, slot + (m + r) * rbg, (const int4 *)aq + lane,
+                                      abs_ + 16 * b + 8 * hf, tk, dxv, n, lane, tab, g, u);
+#else
                         dot_gu_m<TG>(slot + r * rbg, xp, bsp, dxv, n, lane, tab, g);
                         dot_gu_m<TG>(slot + (m + r) * rbg, xp, bsp, dxv, n, lane, tab, u);
+#endif
                     }
 #pragma unroll
                     for (int j = 0; j < FNP; j++) {

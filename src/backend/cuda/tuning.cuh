@@ -64,6 +64,11 @@
 #define CUDA_FUSED_MAX_TOK 8 /* the fused kernel takes batches up to this many tokens (the
                                 distinct experts' rows streamed once, dotted per token) */
 #endif
+#ifndef CUDA_FUSED_GU2
+#define CUDA_FUSED_GU2 1 /* batches: 1 = a gate row and its up row in one pass (each activation
+                            chunk read from shared memory once for both; run17: batch 4 cold
+                            q2 69.2 -> 63.5 us, q4 75.3 -> 65.0); 0 = one row a pass */
+#endif
 #ifndef CUDA_FUSED_CP_ASYNC
 #define CUDA_FUSED_CP_ASYNC 0 /* 1: the producer warp's 32 lanes move the rows with 16-byte
                                  cp.async instead of bulk copies */
@@ -82,15 +87,20 @@
 #ifndef CUDA_MOE_MG_TILES_PER_TOK_X100
 #define CUDA_MOE_MG_TILES_PER_TOK_X100 280
 #endif
-/* CUDA_MOE_AUTO with the fused kernel (sm_90, its plan fits): the fused GEMV up to this batch,
- * the device-side choice above it. H200 (docs/cuda-runs/run17, us, fused / four-launch GEMV /
- * mini-GEMM): batch 2 cold q2 43.7 / 66.8 / 73.9, q4 47.7 / 74.8 / 95.6; batch 4 cold q2
- * 69.2 / 119.6 / 76.7, q4 75.2 / 130.4 / 105.6; batch 4 indep q2 110.6 / 122.7 / 223.9; batch
- * 8 cold q2 139.8 / 218.7 / 86.5 (mini-GEMM), q4 130.4 / 239.3 / 129.2; batch 8 indep q2
- * 297 / 227 / 409 (four-launch), q4 241 / 243 / 537: the fused kernel wins through batch 4,
- * not at 8 (it costs ~14 us per extra token: every token's dots, 16 warps per SM). */
+/* CUDA_MOE_AUTO with the fused kernel (sm_90, its plan fits): the fused GEMV up to this batch
+ * (IQ2_XXS gate/up: _IQ2; other gate types: the plain one), the device-side choice above it.
+ * H200, docs/cuda-runs/run17 call 2 (CUDA_FUSED_GU2=1), us, fused / four-launch GEMV /
+ * mini-GEMM: batch 2 cold q2 41.5 / 66.6 / 73.9, q4 43.3 / 74.9 / 95.7; batch 4 cold q2
+ * 63.5 / 119.5 / 76.8, q4 65.0 / 130.6 / 105.8; batch 4 indep q2 105.5 / 122.4 / 223.9, q4
+ * 107.9 / 134.2 / 294.1; batch 8 cold q2 129.2 / 218.4 / 86.4, q4 112.9 / 239.8 / 129.4;
+ * batch 8 indep q2 282.3 / 226.5 / 408.7, q4 218.6 / 242.9 / 538.2. So q2 through batch 4
+ * (at 8 the mini-GEMM wins shared experts, the four-launch GEMV independent ones: its 2
+ * half-size slots), q4 through 8 (batches 5-7 not measured). */
+#ifndef CUDA_MOE_FUSED_AUTO_MAX_TOK_IQ2
+#define CUDA_MOE_FUSED_AUTO_MAX_TOK_IQ2 4
+#endif
 #ifndef CUDA_MOE_FUSED_AUTO_MAX_TOK
-#define CUDA_MOE_FUSED_AUTO_MAX_TOK 4
+#define CUDA_MOE_FUSED_AUTO_MAX_TOK 8
 #endif
 
 #endif
