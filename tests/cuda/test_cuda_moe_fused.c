@@ -142,6 +142,9 @@ int main(int argc, char **argv)
         return t_summary();
     }
     printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+    /* the batch cases test the fused batch kernel, opt-in in the engine (tuning.cuh
+     * CUDA_MOE_FUSED_BATCH_DEFAULT) */
+    setenv("DS4_CUDA_MOE_FUSED_BATCH", "1", 1);
     ds4_error err;
     cuda_moe_ctx *ctx;
     if (cuda_moe_ctx_new(&ctx, NULL, &err)) {
@@ -276,6 +279,16 @@ int main(int argc, char **argv)
             for (int i = 0; i < 4 * N_EMBD; i++)
                 nan += isnan(yf[i]) != 0;
             t_check(rc == 0 && nan == 4 * N_EMBD, "%s (%d of %d outputs left unwritten)", name, nan, 4 * N_EMBD);
+        }
+        snprintf(name, sizeof name, "%s batch 4 by default: not the fused kernel", mix);
+        if (!filter || strstr(name, filter)) {
+            unsetenv("DS4_CUDA_MOE_FUSED_BATCH"); /* mode 2 would leave the outputs NaN */
+            const int rc = run_b(ctx, &L, &g, 4, 6, N_EMBD, false, NULL, "2", yf);
+            setenv("DS4_CUDA_MOE_FUSED_BATCH", "1", 1);
+            int nan = 0;
+            for (int i = 0; i < 4 * N_EMBD; i++)
+                nan += isnan(yf[i]) != 0;
+            t_check(rc == 0 && nan == 0, "%s (%d outputs unwritten)", name, nan);
         }
         snprintf(name, sizeof name, "%s fused bad id batch 2", mix);
         if (!filter || strstr(name, filter)) {

@@ -2,7 +2,8 @@
  * (Q8_K activations, mids, tiles) grown on demand, the path choice (env, then tuning.cuh),
  * the launch sequence per path (quantize h; gate/up+SwiGLU; quantize mid; down+sum; the
  * mini-GEMM path adds the grouping kernel first; the GEMV path up to CUDA_FUSED_MAX_TOK tokens
- * on sm_90 is one fused launch instead, moe_fused.cu, unless DS4_CUDA_MOE_FUSED=0; CUDA_MOE_AUTO
+ * on sm_90 is one fused launch instead, moe_fused.cu, unless DS4_CUDA_MOE_FUSED=0 (batches of 2+
+ * only with DS4_CUDA_MOE_FUSED_BATCH=1, tuning.cuh); CUDA_MOE_AUTO
  * takes it up to CUDA_MOE_FUSED_AUTO_MAX_TOK(_IQ2) tokens), the CUDA-event stage profile,
  * and the random block filler for benchmarks. Holds no MoE kernels (moe_gemv.cu,
  * moe_minigemm.cu, moe_fused.cu). */
@@ -203,6 +204,16 @@ static int fused_mode(void)
     return 1;
 }
 
+/* DS4_CUDA_MOE_FUSED_BATCH=0|1: the fused kernel for batches of 2+ tokens (default
+ * CUDA_MOE_FUSED_BATCH_DEFAULT, tuning.cuh: why it is off). */
+static bool fused_batch(void)
+{
+    const char *env = getenv("DS4_CUDA_MOE_FUSED_BATCH");
+    if (env && (env[0] == '0' || env[0] == '1') && env[1] == '\0')
+        return env[0] == '1';
+    return CUDA_MOE_FUSED_BATCH_DEFAULT != 0;
+}
+
 /* With the stage profile and DS4_CUDA_MOE_FUSED_TRACE=1: the fused kernel's per-block stamps,
  * as the median and max over blocks of the time from the block's entry to each point (µs at
  * the rated SM clock), and the spread of the block entries. */
@@ -346,7 +357,8 @@ extern "C" int cuda_moe_run(cuda_moe_ctx *c, const cuda_moe_args *a, ds4_error *
     const bool prof = stage_profile();
     cudaStream_t s = c->stream;
     fused_plan fp;
-    const bool fused_ok = a->n_tok <= CUDA_FUSED_MAX_TOK && c->fused_hw && fused_mode() &&
+    const bool fused_ok = a->n_tok <= CUDA_FUSED_MAX_TOK && (a->n_tok == 1 || fused_batch()) &&
+                          c->fused_hw && fused_mode() &&
                           (uintptr_t)a->h % 16 == 0 && (a->n_tok == 1 || a->ldh % 4 == 0) &&
                           cuda_moe_fused_plan(&fp, tg, td, &gate, &up, &down, a->n_tok, a->n_used,
                                               c->n_sm, c->smem_optin);

@@ -668,7 +668,7 @@ __global__ void __launch_bounds__(FT + 32, 1) k_fused(const __grid_constant__ fu
     if (tid < 2 * S)
         mbar_init(tid < S ? &full[tid] : &empty[tid - S], tid < S ? (CUDA_FUSED_CP_ASYNC ? 32 : 1) : FW);
     if (tid == 2 * S)
-        mbar_init(ready, 1);
+        mbar_init(ready, 32); /* every producer lane arrives: its own list writes released */
     if (tid <= 2 * S)
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     const int nbx = a.gate.nb; /* 16 (the plan's condition): one block per consumer warp */
@@ -776,8 +776,8 @@ __global__ void __launch_bounds__(FT + 32, 1) k_fused(const __grid_constant__ fu
                 r += m;
             }
             s_n[1] = n;
-            mbar_arrive(ready); /* release: the items and counts */
         }
+        mbar_arrive(ready); /* release by each lane: its list entries; lane 0's the items and counts */
         __syncwarp();
         const int n = s_n[1];
         for (int i = CUDA_FUSED_CP_ASYNC ? 0 : S; i < n; i++) {
