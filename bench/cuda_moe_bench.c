@@ -125,6 +125,24 @@ static double make_ids(int32_t *ids, int n, int regime)
     return distinct / R_CALLS;
 }
 
+/* Replays the n graphs interleaved (2 warm-up rounds, then reps), each timed with events:
+ * t[p][r] = µs per call of graph p in round r (R_CALLS calls a graph), r < 64. */
+static void time_graphs(cudaGraphExec_t *gx, int n, int reps, cudaStream_t st, cudaEvent_t e0,
+                        cudaEvent_t e1, double (*t)[64])
+{
+    for (int r = -2; r < reps; r++)
+        for (int p = 0; p < n; p++) {
+            CU(cudaEventRecord(e0, st));
+            CU(cudaGraphLaunch(gx[p], st));
+            CU(cudaEventRecord(e1, st));
+            CU(cudaEventSynchronize(e1));
+            float ms;
+            CU(cudaEventElapsedTime(&ms, e0, e1));
+            if (r >= 0 && r < 64)
+                t[p][r] = ms * 1e3 / R_CALLS;
+        }
+}
+
 /* The GEMV path at batch 1 with DS4_CUDA_MOE_FUSED = 1 (fused), 0 (four launches), 2 (the
  * fused kernel's copies only), 3 (its launch only), 4 (not a cooperative launch), graphs of
  * R_CALLS calls replayed interleaved. */
@@ -170,17 +188,7 @@ static void fused_ab(cuda_moe_ctx *ctx, cudaStream_t st, const cuda_moe_layer *L
     CU(cudaEventCreate(&e0));
     CU(cudaEventCreate(&e1));
     double t[NV][64];
-    for (int r = -2; r < reps; r++)
-        for (int p = 0; p < NV; p++) {
-            CU(cudaEventRecord(e0, st));
-            CU(cudaGraphLaunch(gx[p], st));
-            CU(cudaEventRecord(e1, st));
-            CU(cudaEventSynchronize(e1));
-            float ms;
-            CU(cudaEventElapsedTime(&ms, e0, e1));
-            if (r >= 0 && r < 64)
-                t[p][r] = ms * 1e3 / R_CALLS;
-        }
+    time_graphs(gx, NV, reps, st, e0, e1, t);
     if (cuda_moe_sync(ctx, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         exit(1);
@@ -328,17 +336,7 @@ int main(int argc, char **argv)
                     }
                 }
                 double t[NP][64];
-                for (int r = -2; r < reps; r++)
-                    for (int p = 0; p < NP; p++) {
-                        CU(cudaEventRecord(e0, st));
-                        CU(cudaGraphLaunch(gx[p], st));
-                        CU(cudaEventRecord(e1, st));
-                        CU(cudaEventSynchronize(e1));
-                        float ms;
-                        CU(cudaEventElapsedTime(&ms, e0, e1));
-                        if (r >= 0 && r < 64)
-                            t[p][r] = ms * 1e3 / R_CALLS;
-                    }
+                time_graphs(gx, NP, reps, st, e0, e1, t);
                 if (cuda_moe_sync(ctx, &err)) {
                     fprintf(stderr, "%s\n", err.msg);
                     return 1;

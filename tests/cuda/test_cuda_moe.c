@@ -19,6 +19,7 @@
 
 #include "backend/cuda/cuda_moe.h"
 #include "kernels/cpu/moe.h"
+#include "cuda/cuda_test_util.h"
 #include "moe_test_layer.h"
 #include "test_util.h"
 
@@ -40,36 +41,12 @@ static cpu_pool *pool;
 
 static bool want(const char *name) { return !filter || strstr(name, filter); }
 
-#define CUCHECK(x)                                                                            \
-    do {                                                                                      \
-        cudaError_t e_ = (x);                                                                 \
-        if (e_ != cudaSuccess) {                                                              \
-            printf("FAIL  %s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));   \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
-
 /* ======== random layers (host and device copies) ======================================== */
 
 typedef struct layer {
     cpu_moe_layer cpu;
     cuda_moe_layer gpu;
 } layer;
-
-/* The device copy of T's N_EXPERT experts. */
-static void to_gpu(cuda_moe_tensor *G, const cpu_moe_tensor *T)
-{
-    G->type = T->type;
-    G->n_in = T->n_in;
-    G->n_out = T->n_out;
-    G->row_bytes = T->row_bytes;
-    G->expert_bytes = T->expert_bytes;
-    const size_t bytes = T->expert_bytes * N_EXPERT;
-    void *d;
-    CUCHECK(cudaMalloc(&d, bytes));
-    CUCHECK(cudaMemcpy(d, T->data, bytes, cudaMemcpyHostToDevice));
-    G->data = d;
-}
 
 /* The random layer of tests/moe_test_layer.h on the host, and its copy on the device. */
 static void make_layer(layer *L, bool q2, uint64_t seed)
@@ -79,9 +56,9 @@ static void make_layer(layer *L, bool q2, uint64_t seed)
         exit(1);
     L->gpu.n_expert = N_EXPERT;
     L->gpu.clamp = CLAMP;
-    to_gpu(&L->gpu.gate, &L->cpu.gate);
-    to_gpu(&L->gpu.up, &L->cpu.up);
-    to_gpu(&L->gpu.down, &L->cpu.down);
+    cuda_test_upload(&L->gpu.gate, &L->cpu.gate, N_EXPERT, 0);
+    cuda_test_upload(&L->gpu.up, &L->cpu.up, N_EXPERT, 0);
+    cuda_test_upload(&L->gpu.down, &L->cpu.down, N_EXPERT, 0);
 }
 
 static void free_layer(layer *L)
@@ -359,23 +336,6 @@ static void mix_cases(bool q2, cuda_moe_ctx *ctx, cpu_moe_ctx *cc, gpu_bufs *g, 
     free_layer(&L);
 }
 
-/* The device copy of T with each row padded to a 16-byte pitch (as src/backend/cuda/cuda.cu
- * uploads a model): the kernels must honour row_bytes beyond a row's data. */
-static void to_gpu_padded(cuda_moe_tensor *G, const cpu_moe_tensor *T)
-{
-    const size_t pitch = (T->row_bytes + 15) / 16 * 16;
-    G->type = T->type;
-    G->n_in = T->n_in;
-    G->n_out = T->n_out;
-    G->row_bytes = pitch;
-    G->expert_bytes = pitch * (size_t)T->n_out;
-    void *d;
-    CUCHECK(cudaMalloc(&d, G->expert_bytes * N_EXPERT));
-    CUCHECK(cudaMemcpy2D(d, pitch, T->data, T->row_bytes, T->row_bytes,
-                         (size_t)T->n_out * N_EXPERT, cudaMemcpyHostToDevice));
-    G->data = d;
-}
-
 /* Shapes other than the published ones (dimensions come from the GGUF): an odd count of 66-byte
  * IQ2_XXS blocks per row (n_embd 256, 768) ends mid-word, rows padded to 16 bytes, single-block
  * Q2_K/Q4_K rows. Both paths against cpu_moe_run, h and y rows N_EMBD apart. */
@@ -396,9 +356,9 @@ static void shape_cases(cuda_moe_ctx *ctx, cpu_moe_ctx *cc, gpu_bufs *g, batch *
                 exit(1);
             L.gpu.n_expert = N_EXPERT;
             L.gpu.clamp = CLAMP;
-            to_gpu_padded(&L.gpu.gate, &L.cpu.gate);
-            to_gpu_padded(&L.gpu.up, &L.cpu.up);
-            to_gpu_padded(&L.gpu.down, &L.cpu.down);
+            cuda_test_upload(&L.gpu.gate, &L.cpu.gate, N_EXPERT, (L.cpu.gate.row_bytes + 15) / 16 * 16);
+            cuda_test_upload(&L.gpu.up, &L.cpu.up, N_EXPERT, (L.cpu.up.row_bytes + 15) / 16 * 16);
+            cuda_test_upload(&L.gpu.down, &L.cpu.down, N_EXPERT, (L.cpu.down.row_bytes + 15) / 16 * 16);
             for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
                 const int n = ns[ni];
                 const uint64_t seed = 710 + ni;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_moe.h"
+#include "cuda/cuda_test_util.h"
 #include "moe_test_layer.h"
 #include "test_util.h"
 
@@ -32,27 +33,6 @@
 
 static const char *filter;
 
-#define CUCHECK(x)                                                                            \
-    do {                                                                                      \
-        cudaError_t e_ = (x);                                                                 \
-        if (e_ != cudaSuccess) {                                                              \
-            printf("FAIL  %s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));   \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
-
-static void to_gpu(cuda_moe_tensor *G, const cpu_moe_tensor *T)
-{
-    G->type = T->type;
-    G->n_in = T->n_in;
-    G->n_out = T->n_out;
-    G->row_bytes = T->row_bytes;
-    G->expert_bytes = T->expert_bytes;
-    void *d;
-    CUCHECK(cudaMalloc(&d, T->expert_bytes * N_EXPERT));
-    CUCHECK(cudaMemcpy(d, T->data, T->expert_bytes * N_EXPERT, cudaMemcpyHostToDevice));
-    G->data = d;
-}
 
 typedef struct bufs {
     int32_t *ids;
@@ -167,7 +147,8 @@ int main(int argc, char **argv)
         memset(&L, 0, sizeof L);
         L.n_expert = N_EXPERT;
         L.clamp = CLAMP;
-        to_gpu(&L.gate, &C.gate), to_gpu(&L.up, &C.up), to_gpu(&L.down, &C.down);
+        cuda_test_upload(&L.gate, &C.gate, N_EXPERT, 0), cuda_test_upload(&L.up, &C.up, N_EXPERT, 0);
+        cuda_test_upload(&L.down, &C.down, N_EXPERT, 0);
         static const int used[] = {1, 2, 3, 5, 6, 8};
         for (size_t u = 0; u < sizeof used / sizeof used[0]; u++)
             for (int acc = 0; acc < 2; acc++) {
